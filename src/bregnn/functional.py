@@ -1,0 +1,97 @@
+r"""Pure tensor functions behind the modules of :mod:`bregnn.nn`.
+
+.. math::
+
+    \text{standard:}\; z^+ = \rho(Wz + b), \qquad
+    \text{euclidean:}\; z^+ = \rho(Mz + Wz + b), \qquad
+    \text{bregman:}\; z^+ = \rho(\rho^{-1}(Mz) + Wz + b),
+
+where ``M`` is ``None`` (the identity, when ``in == out``) or a matrix whose rows lie on the
+probability simplex, so ``Mz`` is a convex combination of the entries of ``z`` and stays in
+the (convex) range of ``rho``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bregnn.activations import Activation, activation, available_activations
+
+__all__ = ["VARIANTS", "bregman_divergence", "bregman_linear", "project_simplex"]
+
+VARIANTS = ("standard", "euclidean", "bregman")
+
+
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+    return variant
+
+
+def bregman_linear(
+    z: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    act: Activation | str,
+    variant: str = "bregman",
+    mixing: Tensor | None = None,
+) -> Tensor:
+    r"""One (Bregman) layer; see the module docstring for the three ``variant`` formulas.
+
+    Args:
+        z: input ``(*, in_features)``; for ``bregman`` it must lie in the range of ``rho``
+            (values outside are clamped into the open domain of ``rho_inv``).
+        weight: ``W``, ``(out_features, in_features)``.
+        bias: ``b``, ``(out_features,)`` or ``None``.
+        act: the activation (name or object).
+        variant: ``standard`` | ``euclidean`` | ``bregman``.
+        mixing: ``M`` with simplex rows ``(out_features, in_features)``; ``None`` means the
+            identity and requires ``in_features == out_features``.
+    """
+    act = activation(act)
+    check_variant(variant)
+    affine = torch.nn.functional.linear(z, weight, bias)
+    if variant == "standard":
+        return act.rho(affine)
+    if mixing is None:
+        if weight.shape[0] != z.shape[-1]:
+            raise ValueError(
+                f"a {variant} layer without a mixing matrix M needs in_features == "
+                f"out_features; got {z.shape[-1]} -> {weight.shape[0]}"
+            )
+        skip = z
+    else:
+        skip = torch.nn.functional.linear(z, mixing)
+    if variant == "euclidean":
+        return act.rho(skip + affine)
+    if not act.invertible:
+        raise ValueError(
+            f"the bregman variant needs an invertible activation; {act.name!r} is not. "
+            f"Invertible activations: {available_activations(invertible=True)}"
+        )
+    return act.rho(act.rho_inv(skip) + affine)
+
+
+def bregman_divergence(x: Tensor, y: Tensor, act: Activation | str) -> Tensor:
+    r"""Bregman divergence of ``phi``: :math:`D_\phi(x, y) = \phi(x) - \phi(y) -
+    \langle\nabla\phi(y), x - y\rangle`, summed over the last dimension."""
+    act = activation(act)
+    return (act.phi(x) - act.phi(y) - act.rho_inv(y) * (x - y)).sum(-1)
+
+
+def project_simplex(v: Tensor, dim: int = -1) -> Tensor:
+    r"""Euclidean projection of each slice of ``v`` along ``dim`` onto the probability simplex.
+
+    Solves :math:`\min_u \tfrac12|u - v|^2` s.t. :math:`u \ge 0, \sum u = 1` by the sort-based
+    algorithm (Held et al.; Duchi et al. 2008): :math:`u = \max(v - \theta, 0)`.
+    """
+    v = v.movedim(dim, -1)
+    n = v.shape[-1]
+    sorted_v, _ = torch.sort(v, dim=-1, descending=True)
+    cumsum = sorted_v.cumsum(-1) - 1
+    ks = torch.arange(1, n + 1, device=v.device, dtype=v.dtype)
+    support = sorted_v - cumsum / ks > 0
+    k = support.to(v.dtype).cumsum(-1).argmax(-1, keepdim=True)
+    theta = cumsum.gather(-1, k) / (k + 1).to(v.dtype)
+    return torch.clamp(v - theta, min=0).movedim(-1, dim)

@@ -1,0 +1,153 @@
+"""Bregman fully connected layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bregnn import functional as F
+from bregnn.activations import Activation, activation, available_activations
+
+__all__ = ["INITS", "BregmanLinear", "SimplexRows"]
+
+INITS = ("random", "identity")
+
+
+class SimplexRows(nn.Module):
+    r"""Parametrization keeping every row of a matrix on the probability simplex.
+
+    ``forward`` maps free logits :math:`V` to :math:`M = \mathrm{softmax}(V, \text{dim}=1)`;
+    ``right_inverse`` maps a row-stochastic matrix back to logits :math:`\log M` (entries are
+    floored at ``finfo.tiny`` so exact zeros are representable as very negative logits).
+    It also works with ``torch.nn.utils.parametrize.register_parametrization``; any torch
+    optimizer then trains the logits and ``M`` stays feasible.
+    """
+
+    def forward(self, logits: Tensor) -> Tensor:
+        return torch.softmax(logits, dim=1)
+
+    def right_inverse(self, matrix: Tensor) -> Tensor:
+        if (matrix < 0).any() or not torch.allclose(
+            matrix.sum(1), torch.ones_like(matrix[:, 0]), atol=1e-4
+        ):
+            raise ValueError("M must have nonnegative rows summing to 1")
+        return torch.log(matrix.clamp(min=torch.finfo(matrix.dtype).tiny))
+
+
+class BregmanLinear(nn.Module):
+    r"""A fully connected (Bregman) layer, see :func:`bregnn.functional.bregman_linear`.
+
+    .. math::
+
+        z^+ = \rho(\rho^{-1}(Mz) + Wz + b) \quad(\texttt{bregman}),\qquad
+        \rho(Mz + Wz + b) \quad(\texttt{euclidean}),\qquad \rho(Wz + b)\quad(\texttt{standard}).
+
+    Args:
+        in_features, out_features: sizes.
+        activation: a registered name or an :class:`~bregnn.activations.Activation`.
+        variant: ``bregman`` (default), ``euclidean`` or ``standard``.
+        init: ``random`` (PyTorch's default ``nn.Linear`` initialisation) or ``identity``
+            (the non-informative initialisation: ``W = 0, b = 0`` for bregman/euclidean, so
+            the layer is ``z -> Mz``, exactly the identity when ``in == out``; ``W = I, b = 0``
+            for standard).
+        bias: learn ``b``.
+
+    When ``in != out`` (bregman/euclidean), ``M`` is learned and kept row-stochastic by the
+    :class:`SimplexRows` map: the Parameter is ``layer.mixing_logits`` and ``layer.mixing``
+    is ``softmax(mixing_logits, dim=1)`` (assigning ``layer.mixing = M`` goes through
+    ``right_inverse``). This is ``torch.nn.utils.parametrize`` by hand: a registered
+    parametrization would make ``torch.save(model)`` fail, which users expect to work.
+    Its logits start as ``N(0, 1)`` draws, or for ``identity`` init as one-hot-like rows pointing at input ``i mod in_features``.
+
+    Shape: input ``(*, in_features)``, output ``(*, out_features)``. For ``bregman`` the
+    input must lie in the range of ``rho`` (see :func:`bregnn.data.rescale`).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str | Activation = "sigmoid",
+        variant: str = "bregman",
+        init: str = "random",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.variant = F.check_variant(variant)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid inits: {list(INITS)}")
+        self.init = init
+        self.act = _activation_for(activation, variant)
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
+        self.bias = nn.Parameter(torch.empty(self.out_features)) if bias else None
+        self.has_mixing = variant != "standard" and self.in_features != self.out_features
+        if self.has_mixing:
+            self.simplex = SimplexRows()
+            self.mixing_logits = nn.Parameter(torch.empty(self.out_features, self.in_features))
+        self.reset_parameters()
+
+    @property
+    def mixing(self) -> Tensor | None:
+        """``M`` (row-stochastic), or ``None`` when the layer has no mixing matrix."""
+        return self.simplex(self.mixing_logits) if self.has_mixing else None
+
+    @mixing.setter
+    def mixing(self, matrix: Tensor) -> None:
+        if not self.has_mixing:
+            raise ValueError("this layer has no mixing matrix M (in == out or standard variant)")
+        with torch.no_grad():
+            self.mixing_logits.copy_(self.simplex.right_inverse(matrix))
+
+    def reset_parameters(self) -> None:
+        if self.init == "identity":
+            with torch.no_grad():
+                if self.variant == "standard":
+                    self.weight.copy_(torch.eye(self.out_features, self.in_features))
+                else:
+                    self.weight.zero_()
+                if self.bias is not None:
+                    self.bias.zero_()
+        else:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            if self.bias is not None:
+                bound = 1 / math.sqrt(self.in_features)
+                nn.init.uniform_(self.bias, -bound, bound)
+        if self.has_mixing:
+            logits = self._initial_mixing_logits()
+            with torch.no_grad():
+                self.mixing_logits.copy_(logits)
+
+    def _initial_mixing_logits(self) -> Tensor:
+        if self.init == "identity":
+            logits = torch.zeros(self.out_features, self.in_features)
+            rows = torch.arange(self.out_features)
+            logits[rows, rows % self.in_features] = 10.0
+            return logits
+        return torch.randn(self.out_features, self.in_features)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs with last dimension "
+                f"in_features={self.in_features}; got shape {tuple(z.shape)}"
+            )
+        return F.bregman_linear(z, self.weight, self.bias, self.act, self.variant, self.mixing)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"variant={self.variant!r}, init={self.init!r}, bias={self.bias is not None}"
+        )
+
+
+def _activation_for(spec: str | Activation, variant: str) -> Activation:
+    act = activation(spec)
+    if variant == "bregman" and not act.invertible:
+        raise ValueError(
+            f"the bregman variant needs an invertible activation; {act.name!r} is not. "
+            f"Invertible activations: {available_activations(invertible=True)}"
+        )
+    return act
