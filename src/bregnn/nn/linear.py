@@ -62,7 +62,7 @@ class BregmanLinear(nn.Module):
     Its logits start as ``N(0, 1)`` draws, or for ``identity`` init as one-hot-like rows pointing at input ``i mod in_features``.
 
     Shape: input ``(*, in_features)``, output ``(*, out_features)``. For ``bregman`` the
-    input must lie in the range of ``rho`` (see :func:`bregnn.data.rescale`).
+    input must lie in the range of ``rho`` (see :class:`bregnn.data.RangeScaler`).
     """
 
     def __init__(
