@@ -81,7 +81,8 @@ def dilogarithm(x: Tensor) -> Tensor:
     k = torch.arange(1, n_terms + 1, dtype=y.dtype, device=y.device)
     series = (y.unsqueeze(-1) ** k / k**2).sum(-1)
     safe_x = torch.where(refl, x, torch.full_like(x, 0.75))
-    reflected = math.pi**2 / 6 - torch.log(safe_x) * torch.log1p(-safe_x) - series
+    one_minus = (1 - safe_x).clamp(min=torch.finfo(x.dtype).tiny)  # Li2(1) = pi^2/6 exactly
+    reflected = math.pi**2 / 6 - torch.log(safe_x) * torch.log(one_minus) - series
     return torch.where(refl, reflected, series)
 
 

@@ -1,0 +1,169 @@
+"""Bregman layers: formulas, identity initialisation, the simplex mixing matrix, serialisation."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from bregnn import functional as F
+from bregnn.activations import activation, available_activations
+from bregnn.checks import domain_samples
+from bregnn.models import MLP
+from bregnn.nn import BregmanLinear, SimplexRows
+
+INVERTIBLE = available_activations(invertible=True)
+
+
+def _inputs_in_range(name: str, n: int = 16, width: int = 5) -> torch.Tensor:
+    act = activation(name)
+    pts = domain_samples(act, n * width).reshape(n, width)
+    return pts[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+
+
+@pytest.mark.parametrize("name", INVERTIBLE)
+def test_zero_weights_give_the_identity_for_every_invertible_activation(name: str) -> None:
+    layer = BregmanLinear(5, 5, name, "bregman", init="identity").double()
+    z = _inputs_in_range(name)
+    assert torch.allclose(layer(z), z, rtol=1e-12, atol=1e-12)
+    layer32 = BregmanLinear(5, 5, name, "bregman", init="identity")
+    assert torch.allclose(layer32(z.float()), z.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["standard", "euclidean", "bregman"])
+def test_layer_matches_its_formula(variant: str) -> None:
+    torch.manual_seed(0)
+    layer = BregmanLinear(4, 3, "tanh", variant).double()
+    z = 0.9 * torch.rand(7, 4, dtype=torch.float64) - 0.45
+    affine = z @ layer.weight.T + layer.bias
+    if variant == "standard":
+        want = torch.tanh(affine)
+    else:
+        skip = z @ layer.mixing.T
+        want = torch.tanh((skip if variant == "euclidean" else torch.atanh(skip)) + affine)
+    assert torch.allclose(layer(z), want)
+
+
+def test_standard_identity_init_is_w_equal_i() -> None:
+    layer = BregmanLinear(3, 3, "atan", "standard", init="identity")
+    assert torch.equal(layer.weight, torch.eye(3)) and torch.equal(layer.bias, torch.zeros(3))
+
+
+def test_bregman_gradients_match_finite_differences() -> None:
+    torch.manual_seed(0)
+    layer = BregmanLinear(3, 4, "sigmoid", "bregman").double()
+    z = torch.rand(5, 3, dtype=torch.float64) * 0.8 + 0.1
+
+    def f(w, b, logits, inp):
+        return F.bregman_linear(inp, w, b, "sigmoid", "bregman", torch.softmax(logits, 1))
+
+    args = (layer.weight, layer.bias, layer.mixing_logits, z.requires_grad_())
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_mixing_rows_stay_on_the_simplex_and_train(optim: str) -> None:
+    torch.manual_seed(0)
+    model = MLP(6, [4, 8], 3, activation="sigmoid")
+    first = model.layers[0]
+    before = first.mixing.detach().clone()
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=5.0)
+        if optim == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=0.05)
+    )
+    x, y = torch.rand(32, 6), torch.randint(0, 3, (32,))
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for layer in model.layers:
+        m = layer.mixing
+        assert (m >= 0).all() and torch.allclose(m.sum(1), torch.ones(m.shape[0]), atol=1e-6)
+    assert (first.mixing - before).abs().max() > 1e-4
+
+
+def test_mixing_setter_round_trips_through_right_inverse() -> None:
+    layer = BregmanLinear(3, 2, "atan")
+    target = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    layer.mixing = target
+    assert torch.allclose(layer.mixing, target, atol=1e-6)
+    with pytest.raises(ValueError, match="summing to 1"):
+        layer.mixing = torch.ones(2, 3)
+    square = BregmanLinear(3, 3, "atan")
+    assert square.mixing is None
+    with pytest.raises(ValueError, match="no mixing matrix"):
+        square.mixing = torch.eye(3)
+
+
+def test_simplex_rows_also_works_as_a_torch_parametrization() -> None:
+    lin = torch.nn.Linear(4, 3, bias=False)
+    start = torch.softmax(torch.randn(3, 4), dim=1)
+    with torch.no_grad():
+        lin.weight.copy_(start)
+    torch.nn.utils.parametrize.register_parametrization(lin, "weight", SimplexRows())
+    assert torch.allclose(lin.weight, start, atol=1e-6)
+    with torch.no_grad():
+        lin.parametrizations.weight.original.add_(torch.randn(3, 4))
+    assert torch.allclose(lin.weight.sum(1), torch.ones(3)) and (lin.weight >= 0).all()
+
+
+def test_project_simplex_is_the_euclidean_projection() -> None:
+    gen = torch.Generator().manual_seed(0)
+    v = 3 * torch.randn(50, 7, generator=gen, dtype=torch.float64)
+    u = F.project_simplex(v)
+    assert (u >= 0).all() and torch.allclose(u.sum(-1), torch.ones(50, dtype=torch.float64))
+    # variational inequality <v - u, w - u> <= 0 for every w on the simplex (vertices suffice)
+    vertices = torch.eye(7, dtype=torch.float64)
+    ineq = ((v - u).unsqueeze(1) * (vertices.unsqueeze(0) - u.unsqueeze(1))).sum(-1)
+    assert (ineq <= 1e-12).all()
+    assert torch.allclose(F.project_simplex(u), u)  # idempotent
+    assert torch.allclose(F.project_simplex(v.T, dim=0), u.T)
+
+
+def test_torch_save_and_state_dict_round_trips_give_identical_outputs() -> None:
+    torch.manual_seed(0)
+    model = MLP(5, [7, 7, 3], 2, activation="softplus", variant="bregman")
+    x = torch.rand(9, 5) + 0.05
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert torch.equal(loaded(x), model(x))
+    fresh = MLP(5, [7, 7, 3], 2, activation="softplus", variant="bregman")
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_diagnostics_match_a_manual_forward() -> None:
+    torch.manual_seed(0)
+    model = MLP(2, [2, 2, 2], 2, activation="atan")
+    x = torch.rand(10, 2) - 0.5
+    diag = model.diagnostics(x)
+    z = x
+    for i, layer in enumerate(model.layers):
+        nxt = layer(z)
+        assert torch.allclose(diag.outputs[i + 1], nxt)
+        assert torch.isclose(diag.step_norms[i], (nxt - z).norm(dim=1).mean())
+        norm = torch.cat([layer.weight.flatten(), layer.bias]).norm()
+        assert torch.isclose(diag.param_norms[i], norm)
+        z = nxt
+
+
+def test_error_messages() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        BregmanLinear(2, 2, "gelu")
+    with pytest.raises(ValueError, match="invertible activation; 'relu'.*sigmoid"):
+        BregmanLinear(2, 2, "relu", "bregman")
+    with pytest.raises(ValueError, match="unknown variant 'resnet'.*standard"):
+        BregmanLinear(2, 2, "tanh", "resnet")
+    with pytest.raises(ValueError, match="unknown init 'xavier'.*identity"):
+        BregmanLinear(2, 2, "tanh", init="xavier")
+    with pytest.raises(ValueError, match="in_features=3; got shape \\(4, 2\\)"):
+        BregmanLinear(3, 3, "tanh")(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="in_features == out_features"):
+        F.bregman_linear(torch.zeros(1, 2), torch.zeros(3, 2), None, "tanh", "bregman")
+    with pytest.raises(ValueError, match="widths must be positive"):
+        MLP(2, [0], 2)
+    BregmanLinear(2, 2, "relu", "standard")  # a standard layer may use any activation

@@ -1,0 +1,249 @@
+"""Every face of every registered activation: identities, autograd, prox optimality, edges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bregnn.activations import (
+    ACTIVATIONS,
+    Activation,
+    ReLU,
+    Softmax,
+    activation,
+    available_activations,
+    dilogarithm,
+    domain_margin,
+)
+from bregnn.checks import check_activation, domain_samples
+
+ALL = sorted(ACTIVATIONS)
+INVERTIBLE = available_activations(invertible=True)
+SEPARABLE = [n for n in ALL if ACTIVATIONS[n].separable]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ALL)
+def test_check_activation_passes(name: str, dtype: torch.dtype) -> None:
+    check_activation(name, dtype=dtype)
+
+
+def test_check_activation_catches_a_wrong_activation() -> None:
+    class Broken(Activation):
+        name = "broken"
+        lo, hi = -1.0, 1.0
+
+        def rho(self, z):
+            return torch.tanh(z)
+
+        def _rho_inv(self, y):
+            return torch.atanh(y)
+
+        def _phi(self, x):  # the derivative of this is 2 artanh: wrong
+            return (1 + x) * torch.log1p(x) + (1 - x) * torch.log1p(-x)
+
+    with pytest.raises(AssertionError, match="grad\\(phi\\)"):
+        check_activation(Broken())
+
+
+@settings(max_examples=60, deadline=None)
+@given(u=st.floats(0.001, 0.999), name=st.sampled_from(INVERTIBLE))
+def test_rho_inverts_rho_inv_anywhere_in_domain(u: float, name: str) -> None:
+    act = activation(name)
+    lo, hi = act.domain
+    lo_s = lo if math.isfinite(lo) else -30.0
+    hi_s = hi if math.isfinite(hi) else 30.0
+    y = torch.tensor([lo_s + u * (hi_s - lo_s)], dtype=torch.float64)
+    assert torch.allclose(act.rho(act.rho_inv(y)), y, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(z=st.floats(-50, 50), t=st.floats(0.05, 3.0), name=st.sampled_from(INVERTIBLE))
+def test_prox_solves_its_optimality_condition(z: float, t: float, name: str) -> None:
+    act = activation(name)
+    if act.lipschitz > 1 and t >= act.lipschitz / (act.lipschitz - 1):
+        with pytest.raises(ValueError, match="Lipschitz"):
+            act.prox(torch.tensor([z], dtype=torch.float64), t)
+        return
+    zt = torch.tensor([z], dtype=torch.float64)
+    x = act.prox(zt, t)
+    # (1 - t) x + t rho_inv(x) = z, written without rho_inv so saturated x is fine
+    u = (zt - (1 - t) * x) / t
+    assert torch.allclose(act.rho(u), x, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", INVERTIBLE)
+def test_gradcheck_rho_rho_inv_phi(name: str) -> None:
+    act = activation(name)
+    z = torch.linspace(-3, 3, 9, dtype=torch.float64)
+    if name == "sin":  # the clip has a kink at +-pi/2; stay inside
+        z = torch.linspace(-1.4, 1.4, 9, dtype=torch.float64)
+    y = domain_samples(act, 9).clamp(-3, 3)
+    torch.autograd.gradcheck(act.rho, (z.requires_grad_(),))
+    torch.autograd.gradcheck(act.rho_inv, (y.clone().requires_grad_(),))
+    torch.autograd.gradcheck(act.phi, (y.clone().requires_grad_(),))
+    torch.autograd.gradcheck(act.phi_conj, (z.clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ALL)
+def test_no_nan_or_inf_forward_backward_on_large_inputs(name: str, dtype: torch.dtype) -> None:
+    act = activation(name)
+    z = torch.linspace(-1e4, 1e4, 2001, dtype=dtype).reshape(-1, 1).repeat(1, 3)
+    z.requires_grad_(True)
+    out = act.rho(z)
+    (grad,) = torch.autograd.grad(out.sum(), z)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", [n for n in INVERTIBLE if n != "asinh" and n != "identity"])
+def test_rho_inv_is_finite_at_and_beyond_the_domain_edges(name: str, dtype: torch.dtype) -> None:
+    act = activation(name)
+    lo, hi = act.domain
+    edges = [e for e in (lo, hi) if math.isfinite(e)]
+    y = torch.tensor([e + s for e in edges for s in (-1.0, 0.0, 1.0)], dtype=dtype)
+    y.requires_grad_(True)
+    inv = act.rho_inv(y)
+    (grad,) = torch.autograd.grad(inv.sum(), y)
+    assert torch.isfinite(inv).all() and torch.isfinite(grad).all()
+    # clamping is to the documented margin: values at/outside an edge equal the clamped value
+    for e in edges:
+        inside = e + domain_margin(e, dtype) if e == lo else e - domain_margin(e, dtype)
+        at = act.rho_inv(torch.tensor([e], dtype=dtype))
+        assert torch.equal(at, act.rho_inv(torch.tensor([inside], dtype=dtype)))
+
+
+def test_saturated_float32_outputs_map_back_finitely() -> None:
+    sig = activation("sigmoid")
+    y = sig.rho(torch.tensor([20.0, -120.0]))
+    assert y[0].item() == 1.0  # float32 saturates
+    inv = sig.rho_inv(y)
+    assert torch.isfinite(inv).all()
+    assert inv[0] > 15 and inv[1] < -80
+
+
+@pytest.mark.parametrize("beta", [1.0, 10.0, 100.0, 1000.0])
+def test_softplus_rho_inv_accurate_in_float32_for_large_beta(beta: float) -> None:
+    act = activation("softplus", beta=beta)
+    z64 = torch.linspace(-5 / beta, 50 / beta, 201, dtype=torch.float64)
+    y64 = act.rho(z64)
+    inv32 = act.rho_inv(y64.float()).double()
+    # the float32 rounding of y bounds the attainable accuracy: |d rho_inv/dy| * |dy|
+    slope = 1 / torch.sigmoid(beta * z64)
+    bound = 4 * slope * y64.abs() * torch.finfo(torch.float32).eps + 1e-7
+    assert ((inv32 - z64).abs() <= bound).all()
+
+
+def test_identity_layer_formula_tables_agree_with_design() -> None:
+    # spot values of each rho / rho_inv row of the design table
+    t = torch.tensor([0.3], dtype=torch.float64)
+    A, B = 1.7159, 0.6666
+    rows = {
+        "sigmoid": (torch.log(t / (1 - t)),),
+        "tanh": (torch.atanh(t),),
+        "scaled_tanh": (torch.atanh(t / A) / B,),
+        "atan": (torch.tan(t),),
+        "scaled_atan": (torch.tan(math.pi * t / 2),),
+        "isru": (t / torch.sqrt(1 - t**2),),
+        "asinh": (torch.sinh(t),),
+        "softplus": (torch.log(torch.expm1(t)),),
+        "sin": (torch.asin(t),),
+    }
+    for name, (want,) in rows.items():
+        assert torch.allclose(activation(name).rho_inv(t), want), name
+
+
+def test_dilogarithm_known_values() -> None:
+    x = torch.tensor([0.0, 0.25, 0.5, 0.9, 1.0], dtype=torch.float64)
+    series = torch.tensor(
+        [sum(v**k / k**2 for k in range(1, 4000)) for v in (0.0, 0.25, 0.5, 0.9)]
+        + [math.pi**2 / 6],
+        dtype=torch.float64,
+    )
+    assert torch.allclose(dilogarithm(x), series, atol=1e-10)
+    assert math.isclose(dilogarithm(x)[2].item(), math.pi**2 / 12 - math.log(2) ** 2 / 2)
+
+
+@pytest.mark.parametrize("name", ["relu", "identity"])
+def test_generic_prox_solver_matches_closed_forms(name: str) -> None:
+    act = activation(name)
+    z = torch.linspace(-4, 4, 41, dtype=torch.float64)
+    for t in (0.2, 1.7):
+        assert torch.allclose(act._generic_prox(z, t), act.prox(z, t), atol=1e-12)
+
+
+def test_soft_threshold_prox_is_shrinkage_at_t_alpha() -> None:
+    act = activation("soft_threshold", alpha=0.3)
+    z = torch.tensor([-1.0, -0.2, 0.0, 0.5, 2.0], dtype=torch.float64)
+    want = torch.tensor([-0.4, 0.0, 0.0, 0.0, 1.4], dtype=torch.float64)
+    assert torch.allclose(act.prox(z, 2.0), want)
+
+
+def test_softmax_prox_kkt_for_small_t() -> None:
+    act = Softmax()
+    z = torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for t in (0.25, 0.7):
+        x = act.prox(z, t)
+        assert torch.allclose(x.sum(-1), torch.ones(5, dtype=torch.float64))
+        residual = (1 - t) * x + t * torch.log(x) - (z - t)  # = -nu, constant per row
+        assert (residual.max(-1).values - residual.min(-1).values).max() < 1e-9
+    with pytest.raises(ValueError, match="0 < t <= 1"):
+        act.prox(z, 1.5)
+
+
+def test_phi_and_psi_are_inf_outside_the_domain_never_nan() -> None:
+    for name in SEPARABLE:
+        act = activation(name)
+        lo, hi = act.domain
+        outside = [v for v in (lo - 1, hi + 1) if math.isfinite(v)]
+        if not outside:
+            continue
+        val = act.psi(torch.tensor(outside, dtype=torch.float64))
+        assert torch.isinf(val).all() and (val > 0).all(), name
+    assert torch.isinf(Softmax().phi(torch.tensor([[0.5, 0.6]]))).all()
+
+
+def test_registry_passes_objects_through_and_builds_by_name() -> None:
+    act = activation("softplus", beta=10)
+    assert activation(act) is act
+    assert act.beta == 10.0 and act == activation("Softplus", beta=10.0)
+    assert isinstance(activation("relu"), ReLU)
+
+
+def test_registry_errors_name_the_valid_choices() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'swish'.*'sigmoid'"):
+        activation("swish")
+    with pytest.raises(ValueError, match="parameters"):
+        activation(activation("tanh"), beta=2)
+    with pytest.raises(ValueError, match="bad parameters"):
+        activation("tanh", beta=2)
+    with pytest.raises(ValueError, match="beta > 0"):
+        activation("softplus", beta=0)
+    with pytest.raises(TypeError):
+        activation(3)
+
+
+def test_non_invertible_rho_inv_raises_with_the_valid_names() -> None:
+    with pytest.raises(ValueError, match="not invertible.*atan"):
+        activation("relu").rho_inv(torch.zeros(2))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_prox_rejects_non_positive_steps(bad: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        activation("tanh").prox(torch.zeros(3), bad)
+
+
+def test_activations_pickle_and_compare() -> None:
+    import io
+
+    for name in ALL:
+        buf = io.BytesIO()
+        torch.save(activation(name), buf)
+        buf.seek(0)
+        assert torch.load(buf, weights_only=False) == activation(name)
