@@ -10,7 +10,6 @@ export BREGNN_DATA ?= $(abspath ../shared/data)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[plot,dev]"
 	touch $(STAMP)
