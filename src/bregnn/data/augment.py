@@ -94,9 +94,9 @@ def random_crop_flip(
 def affine_transform(
     x: Tensor, angle: Tensor, scale: Tensor, shift: Tensor | None = None
 ) -> Tensor:
-    r"""Rotate each image by ``angle[n]`` radians (counter-clockwise on screen), zoom it by
-    ``scale[n]`` about its centre and move it by ``shift[n] = (dx, dy)`` (fractions of half the
-    width / height), with bilinear interpolation and zeros outside.
+    r"""Rotate each image by ``angle[n]`` radians (clockwise on screen, where rows point down),
+    zoom it by ``scale[n]`` about its centre and move it by ``shift[n] = (dx, dy)`` (in units
+    of half the width / height), with bilinear interpolation and zeros outside.
 
     In the normalised coordinates ``[-1, 1]^2`` of :func:`~torch.nn.functional.affine_grid`
     (``align_corners=False``), output point :math:`p` samples the input at
@@ -108,7 +108,7 @@ def affine_transform(
 
     the inverse of "rotate by :math:`a_n`, scale by :math:`s_n`, translate". ``angle = 0``,
     ``scale = 1``, no shift is the identity; ``angle = pi/2`` on a square image is
-    ``torch.rot90(x, 1, (2, 3))``. Integer dtypes are computed in float32 and rounded back.
+    ``torch.rot90(x, -1, (2, 3))``. Integer dtypes are computed in float32 and rounded back.
     """
     _check_images(x)
     n = len(x)
