@@ -92,15 +92,9 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def split_files(self, data_dir: Path, split: str) -> list[str]:
-        """The files ``split`` needs, as paths under ``data_dir`` (IDX: ``[.gz]`` allowed)."""
-        folder = data_dir / self.folder
-        if self.archive:
-            return [str(folder / name) for name in CIFAR_FILES[self.name][split]]
-        return [str(folder / name) + "[.gz]" for name in idx_split_files(split)]
-
     def missing_files(self, data_dir: Path, split: str) -> list[str]:
-        """Those of :meth:`split_files` that do not exist."""
+        """The files of ``split`` under ``data_dir`` that do not exist (IDX names end in
+        ``[.gz]``: either the plain or the gzip file will do)."""
         folder = data_dir / self.folder
         if self.archive:
             names = CIFAR_FILES[self.name][split]
