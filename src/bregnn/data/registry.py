@@ -245,14 +245,19 @@ def available_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
+def _squash(name: str) -> str:
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
 def dataset_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``name`` (case-insensitive; ``_`` and ``-`` are the same)."""
+    """The :class:`DatasetSpec` of ``name``; case, ``-`` and ``_`` are ignored, so
+    ``FashionMNIST``, ``fashion_mnist`` and ``CIFAR-10`` are accepted too."""
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string; got {name!r}")
-    key = name.strip().lower().replace("_", "-")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {available_datasets()}")
-    return DATASETS[key]
+    for spec in DATASETS.values():
+        if _squash(spec.name) == _squash(name):
+            return spec
+    raise ValueError(f"unknown dataset {name!r}; valid names: {available_datasets()}")
 
 
 def _check_split(split: str) -> None:
