@@ -99,6 +99,20 @@ def test_affine_quarter_turn_is_rot90(size):
     torch.testing.assert_close(back, torch.rot90(x, 1, (2, 3)), atol=1e-5, rtol=0)
 
 
+def test_affine_agrees_with_torch_affine_grid():
+    g = gen(5)
+    x = torch.rand(16, 2, 12, 9, generator=g, dtype=torch.float64)
+    angle = 3 * torch.rand(16, generator=g, dtype=torch.float64) - 1.5
+    scale = 0.7 + 0.6 * torch.rand(16, generator=g, dtype=torch.float64)
+    shift = 0.4 * torch.rand(16, 2, generator=g, dtype=torch.float64) - 0.2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    linear = torch.stack((torch.stack((cos, sin), 1), torch.stack((-sin, cos), 1)), 1)
+    theta = torch.cat((linear, -(linear @ shift.unsqueeze(2))), 2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    expected = F.grid_sample(x, grid, align_corners=False)
+    torch.testing.assert_close(affine_transform(x, angle, scale, shift), expected)
+
+
 def test_affine_zoom_and_shift():
     # zoom by 2 about the centre: the central half of the image fills the output
     x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(1, 1, 1, 1)
