@@ -1,7 +1,8 @@
 """Is the input pipeline a bottleneck? Batched augmentation time vs one training step.
 
 For each recipe the script times, per batch of ``--batch-size`` images (median of
-``--repeats`` runs after warm-up), on the same device and in the same run:
+``--repeats`` rounds after warm-up, the two timed alternately so that load from other
+processes hits both alike), on the same device and in the same run:
 
 * ``fetch+aug``: index a random batch out of the uint8 training tensor, convert to pixel
   space [0, 1] and augment it (what :func:`bregnn.train.fit` does per batch);
@@ -35,23 +36,29 @@ from bregnn.models.mlp import MLP
 from bregnn.utils import pick_device
 
 
-def median_time(
-    fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 3
-) -> float:
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - tic
 
+
+def median_times(
+    fns: list[Callable[[], object]], repeats: int, device: torch.device, warmup: int = 3
+) -> list[float]:
+    """Median seconds per call of each of ``fns``, timed interleaved (one call of each per
+    round) so that load from other processes affects them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        sync()
-        tic = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+        for fn, bucket in zip(fns, times):
+            bucket.append(_timed(fn, device))
+    return [statistics.median(bucket) for bucket in times]
 
 
 def looped_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -123,8 +130,7 @@ def bench(
         loss.backward()
         optimizer.step()
 
-    t_aug = median_time(fetch_augment, repeats, device)
-    t_step = median_time(step, repeats, device)
+    t_aug, t_step = median_times([fetch_augment, step], repeats, device)
     print(
         f"{name:<34} batch {batch_size:>4}  fetch+aug {1e3 * t_aug:7.2f} ms "
         f"({batch_size / t_aug:9.0f} img/s)  step {1e3 * t_step:7.2f} ms "
@@ -162,8 +168,11 @@ def main() -> None:
     if device.type == "cpu":
         x = torch.rand(args.batch_size, 3, 32, 32)
         gen = torch.Generator().manual_seed(0)
-        t_batched = median_time(lambda: random_crop_flip(x, gen), args.repeats, device)
-        t_loop = median_time(lambda: looped_crop_flip(x, gen), args.repeats, device)
+        t_batched, t_loop = median_times(
+            [lambda: random_crop_flip(x, gen), lambda: looped_crop_flip(x, gen)],
+            args.repeats,
+            device,
+        )
         print(
             f"crop+flip alone: batched {1e3 * t_batched:.2f} ms, per-image loop "
             f"{1e3 * t_loop:.2f} ms per batch: loop/batched {t_loop / t_batched:.1f}x"
