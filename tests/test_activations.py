@@ -247,3 +247,18 @@ def test_activations_pickle_and_compare() -> None:
         torch.save(activation(name), buf)
         buf.seek(0)
         assert torch.load(buf, weights_only=False) == activation(name)
+
+
+@pytest.mark.parametrize("name", INVERTIBLE)
+def test_closed_form_derivatives_match_autograd(name: str) -> None:
+    act = activation(name)
+    assert act.has_closed_form_derivatives
+    u = torch.linspace(-3, 3, 61, dtype=torch.float64).requires_grad_(True)
+    y = act.rho(u)
+    (want,) = torch.autograd.grad(y.sum(), u)
+    assert torch.allclose(act.drho(u.detach(), y.detach()), want, atol=1e-12)
+    s = domain_samples(act, 61).clamp(-3, 3).requires_grad_(True)
+    t = act.rho_inv(s)
+    (want_inv,) = torch.autograd.grad(t.sum(), s)
+    assert torch.allclose(act.drho_inv(s.detach(), t.detach()), want_inv, rtol=1e-10)
+    assert not activation("relu").has_closed_form_derivatives

@@ -143,6 +143,24 @@ class Activation(nn.Module):
     def _rho_inv(self, y: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        r""":math:`\rho'(u)` in closed form, given ``y = rho(u)`` (whichever is cheaper).
+
+        Used by the fused Bregman layer's backward; activations without a closed form raise
+        ``NotImplementedError`` and that layer falls back to autograd.
+        """
+        raise NotImplementedError
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        r""":math:`(\rho^{-1})'(s) = 1/\rho'(t)` in closed form, given ``t = rho_inv(s)``."""
+        raise NotImplementedError
+
+    @property
+    def has_closed_form_derivatives(self) -> bool:
+        """Whether ``drho`` and ``drho_inv`` are implemented."""
+        cls = type(self)
+        return cls.drho is not Activation.drho and cls.drho_inv is not Activation.drho_inv
+
     def phi(self, x: Tensor) -> Tensor:
         r"""Elementwise Legendre potential :math:`\phi`; ``+inf`` outside the closed domain."""
         inside = x.clamp(min=self.lo, max=self.hi)
@@ -252,6 +270,12 @@ class Sigmoid(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.log(y) - torch.log1p(-y)
 
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return y * (1 - y)
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return 1 / (s * (1 - s))
+
     def _phi(self, x: Tensor) -> Tensor:
         return _xlogx(x) + _xlogx(1 - x)
 
@@ -272,6 +296,12 @@ class Tanh(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.atanh(y)
+
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return 1 - y * y
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return 1 / (1 - s * s)
 
     def _phi(self, x: Tensor) -> Tensor:
         return _phi_tanh_unit(x)
@@ -308,6 +338,14 @@ class ScaledTanh(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.atanh(y / self.A) / self.B
 
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        r = y / self.A
+        return self.A * self.B * (1 - r * r)
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        r = s / self.A
+        return 1 / (self.A * self.B * (1 - r * r))
+
     def _phi(self, x: Tensor) -> Tensor:
         # (A/2B) log(A^2 - t^2) + (t/B) artanh(t/A) = (A/B) (log A + phi_tanh(t/A))
         return (self.A / self.B) * (math.log(self.A) + _phi_tanh_unit(x / self.A))
@@ -331,6 +369,12 @@ class Atan(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.tan(y)
 
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return 1 / (1 + u * u)
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return 1 + t * t
+
     def _phi(self, x: Tensor) -> Tensor:
         return -torch.log(torch.cos(x))
 
@@ -350,6 +394,12 @@ class ScaledAtan(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.tan(HALF_PI * y)
+
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return 1 / (HALF_PI * (1 + u * u))
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return HALF_PI * (1 + t * t)
 
     def _phi(self, x: Tensor) -> Tensor:
         return -torch.log(torch.cos(HALF_PI * x)) / HALF_PI
@@ -372,6 +422,12 @@ class ISRU(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y * torch.rsqrt((1 - y) * (1 + y))
 
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return torch.rsqrt(1 + u * u) ** 3
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return torch.rsqrt((1 - s) * (1 + s)) ** 3
+
     def _phi(self, x: Tensor) -> Tensor:
         return -torch.sqrt((1 - x) * (1 + x))
 
@@ -390,6 +446,12 @@ class Asinh(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.sinh(y)
+
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return 1 / torch.cosh(y)
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return torch.cosh(s)
 
     def _phi(self, x: Tensor) -> Tensor:
         return torch.cosh(x)
@@ -425,6 +487,12 @@ class Softplus(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y + torch.log(-torch.expm1(-self.beta * y)) / self.beta
 
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return torch.sigmoid(self.beta * u)
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return -1 / torch.expm1(-self.beta * s)
+
     def _phi(self, x: Tensor) -> Tensor:
         bx = self.beta * x
         return (0.5 * bx * bx + dilogarithm(torch.exp(-bx))) / self.beta**2
@@ -446,6 +514,12 @@ class Sin(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.asin(y)
+
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return torch.where(u.abs() <= HALF_PI, torch.cos(u), torch.zeros_like(u))
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return torch.rsqrt((1 - s) * (1 + s))
 
     def _phi(self, x: Tensor) -> Tensor:
         return torch.sqrt((1 - x) * (1 + x)) + x * torch.asin(x)
@@ -519,6 +593,12 @@ class Identity(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y
+
+    def drho(self, u: Tensor, y: Tensor) -> Tensor:
+        return torch.ones_like(u)
+
+    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
+        return torch.ones_like(s)
 
     def _phi(self, x: Tensor) -> Tensor:
         return 0.5 * x * x
