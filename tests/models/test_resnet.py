@@ -122,7 +122,9 @@ def test_standard_block_pads_with_zero():
 
 def test_zero_init_residual_model_blocks_are_their_shortcuts():
     act = activation("softplus", beta=5.0)
-    model = resnet20(variant="bregman", activation=act, zero_init_residual=True).double()
+    model = resnet20(
+        variant="bregman", activation=act, zero_init_residual=True, reuse_preactivation=False
+    ).double()
     seen = []
 
     def check(block, inputs, output):
@@ -158,16 +160,41 @@ class RecordingSoftplus(Softplus):
         return super().rho_inv(y)
 
 
-@pytest.mark.parametrize("factory", [resnet20, resnet18])
-def test_every_rho_inv_input_is_inside_the_domain(factory):
+@pytest.mark.parametrize(
+    ("factory", "reuse", "calls"),
+    [(resnet20, False, 9), (resnet20, True, 0), (resnet18, False, 8), (resnet18, True, 3)],
+)
+def test_every_rho_inv_input_is_inside_the_domain(factory, reuse, calls):
     act = RecordingSoftplus(beta=2.0)
-    model = factory(variant="bregman", activation=act)
+    model = factory(variant="bregman", activation=act, reuse_preactivation=reuse)
     with torch.no_grad():
         model(5 * torch.randn(2, 3, 32, 32))
-    assert len(act.seen) == (9 if factory is resnet20 else 8)
+    # reusing the pre-activation leaves rho_inv only behind ResNet18's 3 simplex shortcuts
+    assert len(act.seen) == calls
     for y in act.seen:
         assert (y > act.lo).all() and (y < act.hi).all()
         assert torch.equal(act.clamp_to_domain(y), y)  # nothing was clamped
+
+
+@pytest.mark.parametrize("factory", [resnet20, resnet18])
+@pytest.mark.parametrize("variant", ["standard", "bregman"])
+def test_reusing_preactivations_computes_the_same_network(factory, variant):
+    torch.manual_seed(0)
+    act = activation("softplus", beta=4.0)
+    model = factory(variant=variant, activation=act).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    out = model(x)
+    model.reuse_preactivation = False
+    torch.testing.assert_close(model(x), out, rtol=1e-9, atol=1e-10)
+
+
+def test_block_forward_dual_agrees_with_forward():
+    act = activation("atan")
+    block = BregmanBasicBlock(4, 8, 2, act).double()
+    u = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    z_next, pre = block.forward_dual(act.rho(u), u)
+    torch.testing.assert_close(z_next, block(act.rho(u)))
+    torch.testing.assert_close(act.rho(pre), z_next)
 
 
 def test_simplex_shortcut_is_a_convex_combination():

@@ -97,14 +97,18 @@ class PadShortcut(nn.Module):
             raise ValueError(f"PadShortcut cannot shrink channels: {in_planes} -> {planes}")
         self.in_planes, self.planes, self.stride, self.fill = in_planes, planes, stride, fill
 
-    def forward(self, z: Tensor) -> Tensor:
+    def pad(self, z: Tensor, fill: float) -> Tensor:
+        """Subsample ``z`` and pad its channels with ``fill``."""
         if self.stride != 1:
             z = z[:, :, :: self.stride, :: self.stride]
         extra = self.planes - self.in_planes
         if extra == 0:
             return z
         before = extra // 2
-        return nn.functional.pad(z, (0, 0, 0, 0, before, extra - before), value=self.fill)
+        return nn.functional.pad(z, (0, 0, 0, 0, before, extra - before), value=fill)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.pad(z, self.fill)
 
     def extra_repr(self) -> str:
         return f"{self.in_planes} -> {self.planes}, stride={self.stride}, fill={self.fill:.6g}"
@@ -181,8 +185,14 @@ class BasicBlock(nn.Module):
         """The residual branch :math:`\\mathrm{BN}_2\\mathrm{Conv}_2\\rho(\\mathrm{BN}_1\\mathrm{Conv}_1 z)`."""
         return self.bn2(self.conv2(self.act(self.bn1(self.conv1(z)))))
 
+    def forward_dual(self, z: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(z+, a)``: the block's output ``z+ = rho(a)`` and its pre-activation ``a``.
+        ``u`` (the previous pre-activation) is unused by the standard block."""
+        pre = self.shortcut(z) + self.residual(z)
+        return self.act(pre), pre
+
     def forward(self, z: Tensor) -> Tensor:
-        return self.act(self.shortcut(z) + self.residual(z))
+        return self.forward_dual(z)[0]
 
 
 class BregmanBasicBlock(BasicBlock):
@@ -221,11 +231,27 @@ class BregmanBasicBlock(BasicBlock):
             return PadShortcut(in_planes, planes, stride, fill=fill)
         return SimplexConvShortcut(in_planes, planes, stride)
 
-    def forward(self, z: Tensor) -> Tensor:
-        skip, residual = self.shortcut(z), self.residual(z)
+    def dual_shortcut(self, z: Tensor, u: Tensor | None = None) -> Tensor:
+        r""":math:`\rho^{-1}(S(z))`. Given ``u`` with :math:`\rho(u) = z` (the previous
+        block's pre-activation), the identity and the option-A shortcut act on ``u`` directly
+        (subsampling commutes with the elementwise :math:`\rho^{-1}`, and the padded
+        channels are :math:`\rho^{-1}(\rho(0)) = 0`), which skips :math:`\rho^{-1}`."""
+        shortcut = self.shortcut
+        if u is None or isinstance(shortcut, SimplexConvShortcut):
+            return self.act.rho_inv(shortcut(z))
+        if isinstance(shortcut, PadShortcut):
+            return shortcut.pad(u, fill=0.0)
+        return u
+
+    def forward_dual(self, z: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(z+, a)`` with ``a = rho_inv(S(z)) + residual(z)`` and ``z+ = rho(a)``; see
+        :meth:`dual_shortcut` for ``u``."""
+        residual = self.residual(z)
         dtype = torch.promote_types(residual.dtype, torch.float32)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self.act.rho(self.act.rho_inv(skip.to(dtype)) + residual.to(dtype))
+            u_skip = self.dual_shortcut(z.to(dtype), None if u is None else u.to(dtype))
+            pre = u_skip + residual.to(dtype)
+            return self.act.rho(pre), pre
 
 
 BLOCKS: dict[str, type[BasicBlock]] = {"standard": BasicBlock, "bregman": BregmanBasicBlock}
@@ -252,6 +278,9 @@ class ResNet(nn.Module):
         zero_init_residual: zero the last BN's weight *and* shift of every block, so that
             each residual branch is 0 at initialisation; a Bregman block is then exactly its
             shortcut (the identity for non-downsampling blocks).
+        activation_params: keyword parameters for the activation registry.
+        reuse_preactivation: hand each block the previous pre-activation (see
+            :meth:`features`); the same function, without one :math:`\rho^{-1}` per block.
 
     Average pooling keeps the features in the range of ``rho`` (a convex combination).
     The input must be scaled into the activation range for neither variant; the stem takes
@@ -270,6 +299,7 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         zero_init_residual: bool = False,
         activation_params: dict | None = None,
+        reuse_preactivation: bool = True,
     ) -> None:
         super().__init__()
         if variant not in RESNET_VARIANTS:
@@ -292,6 +322,7 @@ class ResNet(nn.Module):
             else _make_act(activation, activation_params)
         )
         self.variant, self.shortcut_kind = variant, shortcut
+        self.reuse_preactivation = bool(reuse_preactivation)
         self.block = block if block is not None else BLOCKS[variant]
         self.block.check_activation(self.act)
         self.in_planes = int(widths[0])
@@ -332,9 +363,22 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn2.bias)
 
     def features(self, x: Tensor) -> Tensor:
-        """Pooled features (in the range of ``rho``), shape ``(N, widths[-1])``."""
-        z = self.act(self.bn1(self.conv1(x)))
-        return self.pool(self.stages(z)).flatten(1)
+        """Pooled features (in the range of ``rho``), shape ``(N, widths[-1])``.
+
+        With ``reuse_preactivation`` each block receives the previous pre-activation ``a``
+        beside ``z = rho(a)``, so a Bregman block gets :math:`\rho^{-1}(z) = a` without
+        evaluating :math:`\rho^{-1}` (see :meth:`BregmanBasicBlock.dual_shortcut`); otherwise
+        each block is called on ``z`` alone. Both compute the same function (up to rounding:
+        reusing ``a`` avoids the round trip :math:`\rho^{-1}(\rho(a))`).
+        """
+        pre = self.bn1(self.conv1(x))
+        z = self.act(pre)
+        if not self.reuse_preactivation:
+            return self.pool(self.stages(z)).flatten(1)
+        for stage in self.stages:
+            for block in stage:
+                z, pre = block.forward_dual(z, pre)
+        return self.pool(z).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.features(x))
