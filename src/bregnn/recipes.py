@@ -9,8 +9,8 @@ recipe              lr     momentum  wd      epochs  milestones        gamma  ba
 ==================  =====  ========  ======  ======  ================  =====  =====  =======
 cifar10             0.1    0.9       1e-4    182     91, 136           0.1    128    yes
 cifar100            0.05   0.9       1e-3    200     60, 120, 160      0.2    128    yes
-mnist-mlp           0.1    0.9       0       10      7                 0.1    128    no
-fashion-mnist-mlp   0.1    0.9       0       10      7                 0.1    128    no
+mnist-mlp           0.1    0.9       0       30      22                0.1    128    no
+fashion-mnist-mlp   0.1    0.9       0       20      15                0.1    128    no
 ==================  =====  ========  ======  ======  ================  =====  =====  =======
 
 ``cifar10`` is He et al. (2016)'s schedule (64k iterations at batch 128 = 182 epochs, the
@@ -83,8 +83,8 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe("cifar10", 0.1, 0.9, 1e-4, 182, (91, 136), 0.1, 128, augment=True),
         Recipe("cifar100", 0.05, 0.9, 1e-3, 200, (60, 120, 160), 0.2, 128, augment=True),
-        Recipe("mnist-mlp", 0.1, 0.9, 0.0, 10, (7,), 0.1, 128),
-        Recipe("fashion-mnist-mlp", 0.1, 0.9, 0.0, 10, (7,), 0.1, 128),
+        Recipe("mnist-mlp", 0.1, 0.9, 0.0, 30, (22,), 0.1, 128),
+        Recipe("fashion-mnist-mlp", 0.1, 0.9, 0.0, 20, (15,), 0.1, 128),
     )
 }
 

@@ -346,13 +346,13 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def reset_parameters(self, zero_init_residual: bool = False) -> None:
-        """Kaiming-normal convolutions and classifier, BN ``(1, 0)``; optionally zero the
-        last BN (weight and shift) of every block."""
+        """Kaiming-normal (fan-out) convolutions, PyTorch's default classifier, BN ``(1, 0)``;
+        optionally zero the last BN (weight and shift) of every block."""
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
