@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from bregnn.activations import Activation, activation
 from bregnn.data import CropFlip, InputScaling, RandomAffine, dataset_spec, load_dataset, to_unit
-from bregnn.distributed import cleanup, fit_distributed, init_from_env
+from bregnn.distributed import DistContext, cleanup, fit_distributed, init_from_env
 from bregnn.models import MLP, RESNETS, ConvNet
-from bregnn.recipes import available_recipes, get_recipe, milestones_arg
+from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
 from bregnn.train import History, evaluate, fit
 from bregnn.utils import pick_device, seed_everything, write_json
 
@@ -273,7 +273,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def recipe_from_args(args: argparse.Namespace):
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The named recipe with the command-line overrides."""
     milestones = milestones_arg(args.milestones) if args.milestones is not None else None
     return get_recipe(
@@ -323,13 +323,24 @@ def run(args: argparse.Namespace) -> int:
                                       eval_transform=ToUnit())  # fmt: skip
         train_time = time.perf_counter() - tic
         if is_main:
-            _finish(model, history, test, args, recipe, device, train_time, train, ctx)
+            _finish(model, history, train, test, args, recipe, device, train_time, ctx)
     finally:
         cleanup()
     return 0
 
 
-def _finish(model, history: History, test, args, recipe, device, train_time, train, ctx) -> None:
+def _finish(
+    model: nn.Module,
+    history: History,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    args: argparse.Namespace,
+    recipe: Recipe,
+    device: torch.device,
+    train_time: float,
+    ctx: DistContext | None,
+) -> None:
+    """Final evaluation, ``model.pt`` and ``summary.json`` (rank 0 only)."""
     evaluation = final_evaluation(model, test, args)
     net = unwrap(model)
     torch.save(net.state_dict(), args.out / "model.pt")
