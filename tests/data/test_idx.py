@@ -179,6 +179,10 @@ def test_bad_name_and_split(tmp_path):
     with pytest.raises(ValueError, match="unknown split"):
         idx_split_files("validation")
     assert dataset_spec("Fashion_MNIST").name == "fashion-mnist"
+    assert dataset_spec("FashionMNIST").name == "fashion-mnist"
+    assert dataset_spec("CIFAR-100").name == "cifar100"
+    with pytest.raises(ValueError, match="must be a string"):
+        dataset_spec(10)
 
 
 def _shared(folder: str) -> Path:

@@ -82,7 +82,9 @@ def read_idx_bytes(raw: bytes, source: str = "<bytes>", magic: int | None = None
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     ndim = raw[3]
     header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+    if ndim == 0:
+        raise ValueError(f"{source}: header declares 0 dimensions")
+    if len(raw) < header:
         raise ValueError(
             f"{source}: header declares {ndim} dimensions but the file has only {len(raw)} bytes"
         )

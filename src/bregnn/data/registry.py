@@ -92,15 +92,9 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def split_files(self, data_dir: Path, split: str) -> list[str]:
-        """The files ``split`` needs, as paths under ``data_dir`` (IDX: ``[.gz]`` allowed)."""
-        folder = data_dir / self.folder
-        if self.archive:
-            return [str(folder / name) for name in CIFAR_FILES[self.name][split]]
-        return [str(folder / name) + "[.gz]" for name in idx_split_files(split)]
-
     def missing_files(self, data_dir: Path, split: str) -> list[str]:
-        """Those of :meth:`split_files` that do not exist."""
+        """The files of ``split`` under ``data_dir`` that do not exist (IDX names end in
+        ``[.gz]``: either the plain or the gzip file will do)."""
         folder = data_dir / self.folder
         if self.archive:
             names = CIFAR_FILES[self.name][split]
@@ -251,14 +245,19 @@ def available_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
+def _squash(name: str) -> str:
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
 def dataset_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``name`` (case-insensitive; ``_`` and ``-`` are the same)."""
+    """The :class:`DatasetSpec` of ``name``; case, ``-`` and ``_`` are ignored, so
+    ``FashionMNIST``, ``fashion_mnist`` and ``CIFAR-10`` are accepted too."""
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string; got {name!r}")
-    key = name.strip().lower().replace("_", "-")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {available_datasets()}")
-    return DATASETS[key]
+    for spec in DATASETS.values():
+        if _squash(spec.name) == _squash(name):
+            return spec
+    raise ValueError(f"unknown dataset {name!r}; valid names: {available_datasets()}")
 
 
 def _check_split(split: str) -> None:
