@@ -16,8 +16,6 @@ from bregnn.experiments import image_classify as ic
 from bregnn.recipes import RECIPES, get_recipe, milestones_arg
 from bregnn.train import evaluate
 
-pytest.importorskip("bregnn.attacks")
-
 
 def _args(*extra: str):
     return build_parser().parse_args(["image-classify", "--no-progress", *extra])
