@@ -176,7 +176,9 @@ def fit_distributed(
     ``model`` is moved to ``ctx.device`` and wrapped in ``DistributedDataParallel`` (when
     ``ctx.world_size > 1``); ``model`` itself holds the trained weights afterwards. Every rank
     must call this with the same arguments. Augmentation draws from a per-rank generator
-    (seed ``config.seed + 1 + rank``).
+    (seed ``config.seed + 1 + rank``); ``resume`` restores weights, optimizer, schedule and
+    the batch order, but restarts these augmentation generators from their seeds (so a
+    resumed augmented run is not bit-identical to an uninterrupted one).
     """
     x_train, y_train = train
     if len(x_train) != len(y_train):

@@ -204,16 +204,6 @@ class BregmanBasicBlock(BasicBlock):
     :math:`\rho^{-1}` is steep near the ends of the domain, where float16 loses everything.
     """
 
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int,
-        act: Activation,
-        shortcut: str = "pad",
-    ) -> None:
-        super().__init__(in_planes, planes, stride, act, shortcut)
-
     @classmethod
     def check_activation(cls, act: Activation) -> None:
         """The Bregman block needs ``rho_inv``: ``ValueError`` for a non-invertible ``act``."""
