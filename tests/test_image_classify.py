@@ -124,6 +124,17 @@ def test_models_take_pixel_space_and_scale_it_themselves():
     assert cnn(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_amp_run_and_whole_model_pickle(tmp_path):
+    main(_mlp_run(tmp_path / "amp", "--amp", "--epochs", "1"))
+    summary = json.loads((tmp_path / "amp" / "summary.json").read_text())
+    assert summary["amp"] is True and 0 <= summary["test_accuracy"] <= 1
+    model = ic.Autocast(ic.build_model(_args("--dataset", "mnist", "--model", "mlp")))
+    torch.save(model, tmp_path / "whole.pt")
+    loaded = torch.load(tmp_path / "whole.pt", weights_only=False)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
 def test_autocast_shell_returns_float32():
     model = ic.Autocast(ic.build_model(_args("--model", "resnet20", "--variant", "bregman")))
     out = model(torch.rand(2, 3, 32, 32))
@@ -149,6 +160,10 @@ def test_synthetic_resnet_run_writes_a_consistent_summary(tmp_path):
     x, y = ic.synthetic_images(16, (3, 32, 32), 10, seed=2, template_seed=0)
     _, acc = evaluate(model, to_unit(x), y)
     assert acc == summary["test_accuracy"]
+    with torch.no_grad():
+        top2 = model.eval()(to_unit(x)).topk(2, dim=1).values
+    margin = (top2[:, 0] - top2[:, 1]).mean().item()
+    assert margin == pytest.approx(summary["mean_logit_margin"], rel=1e-5)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
