@@ -1,0 +1,372 @@
+"""``bregnn image-classify``: train a (Bregman) ResNet, MLP or CNN on an image dataset, then
+measure clean accuracy, adversarial robustness and the logit margin.
+
+Data are ``uint8`` images kept in memory (:func:`bregnn.data.load_dataset`); each batch is
+moved to the device, mapped to pixel space ``[0, 1]`` and augmented there (the recipe's
+``augment``: pad+crop+flip for 3-channel images, a small random affine map for 1-channel
+ones). Every model starts with its own :class:`~bregnn.data.InputScaling` (per-channel
+standardisation for ResNets, the activation's target interval for MLPs/CNNs, which Bregman
+MLPs need), so the attacks' ``eps`` is in pixel space for every model.
+
+After training (:func:`bregnn.train.fit`, or :func:`bregnn.distributed.fit_distributed` with
+``--distributed`` under ``torchrun``) it writes ``summary.json`` with the clean test accuracy,
+FGSM (l_inf, 8/255) and PGD (l_2, 0.5) robust accuracies on the test set (or its first
+``--robust-subset`` images), the mean logit margin ``f_(1) - f_(2)`` on the test set, and
+``model.pt`` (the trained ``state_dict``, loadable with ``torch.load(weights_only=True)``).
+
+Examples::
+
+    bregnn image-classify --dataset cifar10 --model resnet20 --variant bregman \\
+        --activation softplus --beta 1 --recipe cifar10 --data-dir ../shared/data --out runs/r20
+    bregnn image-classify --synthetic 64 --model resnet20 --epochs 2 --out runs/smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from bregnn.activations import Activation, activation
+from bregnn.data import CropFlip, InputScaling, RandomAffine, dataset_spec, load_dataset, to_unit
+from bregnn.distributed import DistContext, cleanup, fit_distributed, init_from_env
+from bregnn.models import MLP, RESNETS, ConvNet
+from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
+from bregnn.train import History, evaluate, fit
+from bregnn.utils import pick_device, seed_everything, write_json
+
+__all__ = [
+    "HELP",
+    "MODELS",
+    "NAME",
+    "Autocast",
+    "ToUnit",
+    "ToUnitAugment",
+    "add_arguments",
+    "build_model",
+    "load_data",
+    "robustness",
+    "run",
+    "synthetic_images",
+]
+
+NAME = "image-classify"
+HELP = "Train a (Bregman) ResNet / MLP / CNN on MNIST, Fashion-MNIST or CIFAR; report robustness"
+
+MODELS = (*RESNETS, "mlp", "cnn")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
+
+
+# -- batch transforms (picklable, no closures) -----------------------------------------------
+@dataclass
+class ToUnit:
+    """``uint8`` batch to pixel space ``[0, 1]`` (the evaluation transform)."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return to_unit(x) if x.dtype == torch.uint8 else x
+
+
+@dataclass
+class ToUnitAugment:
+    """``uint8`` batch to pixel space, then ``augment(x, generator)`` (if any)."""
+
+    augment: CropFlip | RandomAffine | None = None
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        x = to_unit(x) if x.dtype == torch.uint8 else x
+        return self.augment(x, generator) if self.augment is not None else x
+
+
+class Autocast(nn.Module):
+    """Runs ``module`` under ``torch.autocast`` (bfloat16 by default, which needs no loss
+    scaling) and returns float32 outputs. The Bregman blocks keep their coupling
+    ``rho(rho_inv(.) + .)`` in float32 inside it."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            out = self.module(x)
+        return out.float()
+
+
+# -- data ----------------------------------------------------------------------------------------
+def synthetic_images(
+    n: int, shape: tuple[int, int, int], classes: int, seed: int = 0, template_seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """``n`` random ``uint8`` images of ``shape`` with uniformly random labels: image ``i`` is
+    the mean of its class's template (uniform noise drawn from ``template_seed``, so train and
+    test share them) and fresh uniform noise. A learnable task for smoke runs and tests."""
+    if n <= 0:
+        raise ValueError(f"--synthetic needs a positive number of images; got {n}")
+    templates = torch.randint(
+        0, 256, (classes, *shape), generator=torch.Generator().manual_seed(template_seed)
+    )
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    noise = torch.randint(0, 256, (n, *shape), generator=gen)
+    return ((templates[labels] + noise) // 2).to(torch.uint8), labels
+
+
+def load_data(args: argparse.Namespace) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(train, test)`` as uint8 images and int64 labels (real or ``--synthetic``)."""
+    spec = dataset_spec(args.dataset)
+    if args.synthetic:
+        n_test = max(args.synthetic // 2, 8)
+        classes = len(spec.classes)
+        return (
+            synthetic_images(args.synthetic, spec.shape, classes, args.seed + 1, args.seed),
+            synthetic_images(n_test, spec.shape, classes, args.seed + 2, args.seed),
+        )
+    return (
+        load_dataset(args.dataset, "train", args.data_dir),
+        load_dataset(args.dataset, "test", args.data_dir),
+    )
+
+
+# -- models --------------------------------------------------------------------------------------
+def make_activation(name: str, beta: float | None) -> Activation:
+    """The registry activation; ``beta`` only for softplus."""
+    if beta is None:
+        return activation(name)
+    if name != "softplus":
+        raise ValueError(f"--beta applies to the softplus activation only; got --activation {name}")
+    return activation(name, beta=beta)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers; got {text!r}") from None
+    return values
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """``nn.Sequential(InputScaling, network)`` for ``args.model`` on ``args.dataset``."""
+    spec = dataset_spec(args.dataset)
+    channels, height, width = spec.shape
+    classes = len(spec.classes)
+    act = make_activation(args.activation, args.beta)
+    if args.model in RESNETS:
+        if args.variant not in ("standard", "bregman"):
+            raise ValueError(
+                f"ResNets have variants ['standard', 'bregman']; got --variant {args.variant}"
+            )
+        net = RESNETS[args.model](
+            num_classes=classes,
+            in_channels=channels,
+            activation=act,
+            variant=args.variant,
+            zero_init_residual=args.zero_init_residual,
+        )
+        return nn.Sequential(InputScaling.normalize(spec.mean, spec.std), net)
+    hidden = _int_list(args.hidden)
+    if args.model == "mlp":
+        net = MLP(channels * height * width, hidden, classes, act, args.variant)
+        return nn.Sequential(InputScaling.for_activation(act), nn.Flatten(), net)
+    if args.model == "cnn":
+        net = ConvNet(channels, classes, _int_list(args.channels), hidden, act, args.variant,
+                      image_size=height)  # fmt: skip
+        return nn.Sequential(InputScaling.for_activation(act), net)
+    raise ValueError(f"unknown model {args.model!r}; valid models: {list(MODELS)}")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model without an :class:`Autocast` shell."""
+    return model.module if isinstance(model, Autocast) else model
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def robustness(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    fgsm_eps: float = 8 / 255,
+    pgd_eps: float = 0.5,
+    pgd_steps: int = 20,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """FGSM (l_inf) and PGD (l_2) robust accuracy of ``model`` on pixel-space ``x``."""
+    from bregnn.attacks import FGSM, PGDL2, robust_accuracy
+
+    return {
+        "fgsm_linf_eps": fgsm_eps,
+        "fgsm_accuracy": robust_accuracy(model, x, y, FGSM(fgsm_eps), batch_size),
+        "pgd_l2_eps": pgd_eps,
+        "pgd_l2_steps": pgd_steps,
+        "pgd_accuracy": robust_accuracy(model, x, y, PGDL2(pgd_eps, pgd_steps), batch_size),
+    }
+
+
+@torch.no_grad()
+def mean_logit_margin(model: nn.Module, x: Tensor, batch_size: int = 1024) -> float:
+    """Mean over ``x`` of the largest minus the second-largest logit."""
+    from bregnn.attacks import logit_margin
+
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        total += logit_margin(model(x[start : start + batch_size].to(device))).sum().item()
+    return total / max(len(x), 1)
+
+
+def final_evaluation(
+    model: nn.Module, test: tuple[Tensor, Tensor], args: argparse.Namespace
+) -> dict[str, float]:
+    """Clean accuracy and logit margin on the test set, robust accuracies on a subset."""
+    x, y = to_unit(test[0]), test[1]
+    loss, acc = evaluate(model, x, y)
+    n_robust = len(x) if args.robust_subset is None else min(args.robust_subset, len(x))
+    result = {"test_loss": loss, "test_accuracy": acc, "robust_subset": n_robust}
+    result["mean_logit_margin"] = mean_logit_margin(model, x)
+    if n_robust > 0:
+        result.update(robustness(model, x[:n_robust], y[:n_robust], pgd_steps=args.pgd_steps))
+    return result
+
+
+# -- command -------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default="cifar10")
+    parser.add_argument("--model", choices=MODELS, default="resnet20")
+    parser.add_argument(
+        "--variant", choices=("standard", "euclidean", "bregman"), default="bregman"
+    )
+    parser.add_argument("--activation", default="softplus", help="a registered activation")
+    parser.add_argument("--beta", type=float, default=None, help="softplus beta (default 1)")
+    parser.add_argument("--hidden", default="256", help="MLP/CNN head widths, e.g. 256,256,256")
+    parser.add_argument("--channels", default="32,64", help="CNN convolution channels")
+    parser.add_argument("--zero-init-residual", action="store_true",
+                        help="ResNets: start every residual branch at 0")  # fmt: skip
+    parser.add_argument("--recipe", default="cifar10", help=f"one of {available_recipes()}")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe")
+    parser.add_argument("--lr", type=float, default=None, help="override the recipe")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
+    parser.add_argument("--momentum", type=float, default=None, help="override the recipe")
+    parser.add_argument("--weight-decay", type=float, default=None, help="override the recipe")
+    parser.add_argument("--milestones", type=str, default=None, help="e.g. 91,136 ('' = none)")
+    parser.add_argument("--gamma", type=float, default=None, help="override the recipe")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="override the recipe's augmentation")  # fmt: skip
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="default $BREGNN_DATA, else ~/.cache/bregnn")  # fmt: skip
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="train on N random images shaped like --dataset (no data needed)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("runs/image-classify"))
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--robust-subset", type=int, default=None, metavar="N",
+                        help="attack only the first N test images (0: skip the attacks)")  # fmt: skip
+    parser.add_argument("--pgd-steps", type=int, default=20)
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training; start with torchrun")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The named recipe with the command-line overrides."""
+    milestones = milestones_arg(args.milestones) if args.milestones is not None else None
+    return get_recipe(
+        args.recipe,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        milestones=milestones,
+        gamma=args.gamma,
+        augment=args.augment,
+    )
+
+
+def _augmentation(channels: int, enabled: bool) -> CropFlip | RandomAffine | None:
+    if not enabled:
+        return None
+    return CropFlip() if channels == 3 else RandomAffine()
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    if args.robust_subset is not None and args.robust_subset < 0:
+        raise ValueError(f"--robust-subset must be >= 0; got {args.robust_subset}")
+    ctx = init_from_env(args.device) if args.distributed else None
+    try:
+        device = ctx.device if ctx is not None else pick_device(args.device)
+        is_main = ctx is None or ctx.is_main
+        seed_everything(args.seed)
+        model = build_model(args).to(device)
+        if args.amp:
+            model = Autocast(model)
+        train, test = load_data(args)
+        config = recipe.train_config(seed=args.seed, progress=not args.no_progress and is_main,
+                                     desc=f"{args.model} {args.variant}")  # fmt: skip
+        transform = ToUnitAugment(
+            _augmentation(dataset_spec(args.dataset).shape[0], recipe.augment)
+        )
+        tic = time.perf_counter()
+        if ctx is None:
+            history = fit(model, train, config, test=test, run_dir=args.out, resume=args.resume,
+                          train_transform=transform, eval_transform=ToUnit())  # fmt: skip
+        else:
+            history = fit_distributed(model, train, config, ctx, test=test, run_dir=args.out,
+                                      resume=args.resume, train_transform=transform,
+                                      eval_transform=ToUnit())  # fmt: skip
+        train_time = time.perf_counter() - tic
+        if is_main:
+            _finish(model, history, train, test, args, recipe, device, train_time, ctx)
+    finally:
+        cleanup()
+    return 0
+
+
+def _finish(
+    model: nn.Module,
+    history: History,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    args: argparse.Namespace,
+    recipe: Recipe,
+    device: torch.device,
+    train_time: float,
+    ctx: DistContext | None,
+) -> None:
+    """Final evaluation, ``model.pt`` and ``summary.json`` (rank 0 only)."""
+    evaluation = final_evaluation(model, test, args)
+    net = unwrap(model)
+    torch.save(net.state_dict(), args.out / "model.pt")
+    last = history.rows[-1] if history.rows else {}
+    summary = {
+        "dataset": args.dataset if not args.synthetic else f"synthetic({args.dataset} shape)",
+        "n_train": len(train[0]),
+        "n_test": len(test[0]),
+        "model": args.model,
+        "variant": args.variant,
+        "activation": repr(make_activation(args.activation, args.beta)),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "recipe": recipe.as_dict(),
+        "epochs_run": len(history.rows),
+        "final_train_loss": last.get("train_loss"),
+        "final_train_accuracy": last.get("train_accuracy"),
+        "train_seconds": train_time,
+        "device": str(device),
+        "world_size": 1 if ctx is None else ctx.world_size,
+        "amp": args.amp,
+        "seed": args.seed,
+        **evaluation,
+    }
+    write_json(summary, args.out / "summary.json")
+    print(json.dumps({k: summary[k] for k in _HEADLINE if k in summary}))
+
+
+_HEADLINE = ("model", "variant", "epochs_run", "test_accuracy", "fgsm_accuracy",
+             "pgd_accuracy", "mean_logit_margin", "train_seconds")  # fmt: skip

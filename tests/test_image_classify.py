@@ -1,0 +1,241 @@
+"""The image-classify command: recipes, synthetic end-to-end runs, resume and checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from bregnn.cli import build_parser, main
+from bregnn.data import to_unit
+from bregnn.experiments import image_classify as ic
+from bregnn.recipes import RECIPES, get_recipe, milestones_arg
+from bregnn.train import evaluate
+
+
+def _args(*extra: str):
+    return build_parser().parse_args(["image-classify", "--no-progress", *extra])
+
+
+def _mlp_run(out, *extra: str) -> list[str]:
+    """A fast synthetic run: an MLP on 48 random MNIST-shaped images."""
+    return [
+        "image-classify", "--no-progress", "--dataset", "mnist", "--synthetic", "48",
+        "--model", "mlp", "--hidden", "16", "--activation", "sigmoid", "--recipe", "mnist-mlp",
+        "--epochs", "2", "--batch-size", "16", "--robust-subset", "0", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- recipes -----------------------------------------------------------------------------------
+def test_recipes_hold_the_published_schedules():
+    c10, c100 = RECIPES["cifar10"], RECIPES["cifar100"]
+    assert (c10.lr, c10.momentum, c10.weight_decay, c10.epochs) == (0.1, 0.9, 1e-4, 182)
+    assert (c10.milestones, c10.gamma, c10.batch_size, c10.augment) == ((91, 136), 0.1, 128, True)
+    assert (c100.lr, c100.weight_decay, c100.epochs) == (0.05, 1e-3, 200)
+    assert (c100.milestones, c100.gamma) == ((60, 120, 160), 0.2)
+    config = c100.train_config(seed=3)
+    assert (config.lr, config.milestones, config.gamma, config.seed) == (
+        0.05,
+        (60, 120, 160),
+        0.2,
+        3,
+    )
+
+
+def test_command_line_overrides_the_recipe():
+    recipe = ic.recipe_from_args(
+        _args(
+            "--recipe",
+            "cifar100",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.01",
+            "--milestones",
+            "1,2",
+            "--no-augment",
+        )
+    )
+    assert (recipe.name, recipe.epochs, recipe.lr, recipe.milestones) == (
+        "cifar100",
+        3,
+        0.01,
+        (1, 2),
+    )
+    assert recipe.augment is False and recipe.weight_decay == 1e-3  # untouched fields stay
+    assert ic.recipe_from_args(_args("--milestones", "")).milestones == ()
+    assert get_recipe("cifar10", lr=None).lr == 0.1  # None keeps the recipe's value
+
+
+def test_unknown_recipe_and_bad_overrides():
+    with pytest.raises(ValueError, match=r"unknown recipe 'imagenet'; valid names: \['cifar10'"):
+        get_recipe("imagenet")
+    with pytest.raises(ValueError, match="unknown recipe fields"):
+        get_recipe("cifar10", warmup=5)
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        milestones_arg("10,x")
+    with pytest.raises(ValueError, match="lr must be positive"):
+        get_recipe("cifar10", lr=-1.0).train_config()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "resnet20", "--variant", "euclidean"], "ResNets have variants"),
+        (["--activation", "sigmoid", "--beta", "2"], "softplus activation only"),
+        (["--model", "resnet20", "--activation", "relu"], "invertible"),
+        (["--model", "mlp", "--hidden", "16,a"], "comma-separated integers"),
+    ],
+)
+def test_bad_model_arguments(extra, message):
+    with pytest.raises(ValueError, match=message):
+        ic.build_model(_args(*extra))
+
+
+def test_bad_run_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(_mlp_run(tmp_path / "a", "--robust-subset", "-1"))
+    assert exit_info.value.code == 2
+    assert "--robust-subset must be >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="positive number of images"):
+        ic.synthetic_images(-4, (1, 28, 28), 10)
+    with pytest.raises(SystemExit):
+        main(_mlp_run(tmp_path / "b", "--recipe", "imagenet"))
+    assert "unknown recipe 'imagenet'" in capsys.readouterr().err
+
+
+# -- models --------------------------------------------------------------------------------------
+def test_models_take_pixel_space_and_scale_it_themselves():
+    mlp = ic.build_model(_args("--dataset", "mnist", "--model", "mlp", "--activation", "tanh"))
+    scaled = mlp[0](torch.tensor([[0.0, 1.0]]))
+    torch.testing.assert_close(scaled, torch.tensor([[-0.9, 0.9]]))  # central 90% of (-1, 1)
+    resnet = ic.build_model(_args("--dataset", "cifar100", "--model", "resnet20", "--beta", "4"))
+    assert resnet[1].fc.out_features == 100 and resnet[1].act.beta == 4.0
+    cnn = ic.build_model(_args("--dataset", "fashion-mnist", "--model", "cnn", "--channels", "4,8"))
+    assert cnn(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_amp_run_and_whole_model_pickle(tmp_path):
+    main(_mlp_run(tmp_path / "amp", "--amp", "--epochs", "1"))
+    summary = json.loads((tmp_path / "amp" / "summary.json").read_text())
+    assert summary["amp"] is True and 0 <= summary["test_accuracy"] <= 1
+    model = ic.Autocast(ic.build_model(_args("--dataset", "mnist", "--model", "mlp")))
+    torch.save(model, tmp_path / "whole.pt")
+    loaded = torch.load(tmp_path / "whole.pt", weights_only=False)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_autocast_shell_returns_float32():
+    model = ic.Autocast(ic.build_model(_args("--model", "resnet20", "--variant", "bregman")))
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+# -- end to end ------------------------------------------------------------------------------------
+def test_synthetic_resnet_run_writes_a_consistent_summary(tmp_path):
+    out = tmp_path / "run"
+    main([
+        "image-classify", "--no-progress", "--synthetic", "32", "--model", "resnet20",
+        "--epochs", "1", "--batch-size", "16", "--robust-subset", "8", "--pgd-steps", "2",
+        "--out", str(out),
+    ])  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_train"] == 32 and summary["n_test"] == 16 and summary["robust_subset"] == 8
+    assert summary["parameters"] == 269_722
+    assert 0 <= summary["pgd_accuracy"] <= 1 and 0 <= summary["fgsm_accuracy"] <= 1
+    assert summary["mean_logit_margin"] >= 0
+    # model.pt reloads with weights_only=True and reproduces the reported test accuracy
+    model = ic.build_model(_args("--model", "resnet20"))
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    x, y = ic.synthetic_images(16, (3, 32, 32), 10, seed=2, template_seed=0)
+    _, acc = evaluate(model, to_unit(x), y)
+    assert acc == summary["test_accuracy"]
+    with torch.no_grad():
+        top2 = model.eval()(to_unit(x)).topk(2, dim=1).values
+    margin = (top2[:, 0] - top2[:, 1]).mean().item()
+    assert margin == pytest.approx(summary["mean_logit_margin"], rel=1e-5)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("variant", ["standard", "bregman"])
+def test_a_few_epochs_reduce_the_training_loss_on_cifar_shaped_data(tmp_path, variant):
+    out = tmp_path / variant
+    main([
+        "image-classify", "--no-progress", "--synthetic", "64", "--model", "resnet20",
+        "--variant", variant, "--epochs", "4", "--batch-size", "16", "--lr", "0.01",
+        "--no-augment", "--robust-subset", "0", "--out", str(out),
+    ])  # fmt: skip
+    losses = [float(r["train_loss"]) for r in _rows(out / "metrics.csv")]
+    assert len(losses) == 4
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_resume_continues_exactly(tmp_path):
+    main(_mlp_run(tmp_path / "straight", "--epochs", "3"))
+    main(_mlp_run(tmp_path / "resumed", "--epochs", "1"))
+    main(_mlp_run(tmp_path / "resumed", "--epochs", "3", "--resume"))
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert len(_rows(tmp_path / "resumed" / "metrics.csv")) == 3
+
+
+def test_checkpoint_from_another_model_is_rejected(tmp_path, capsys):
+    main(_mlp_run(tmp_path / "run", "--epochs", "1"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(_mlp_run(tmp_path / "run", "--hidden", "32", "--resume"))
+    assert exit_info.value.code == 2
+    assert "was written for a different model" in capsys.readouterr().err
+
+
+def test_damaged_checkpoint_is_rejected(tmp_path, capsys):
+    main(_mlp_run(tmp_path / "run", "--epochs", "1"))
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    with pytest.raises(SystemExit) as exit_info:
+        main(_mlp_run(tmp_path / "run", "--resume"))
+    assert exit_info.value.code == 2
+    assert "damaged or not a bregnn checkpoint" in capsys.readouterr().err
+
+
+# -- distributed command ---------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli_worker(rank: int, world: int, port: int, argv: list[str]) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    main(argv)
+
+
+@pytest.mark.slow
+def test_distributed_command_matches_single_process(tmp_path):
+    """2 gloo processes (as torchrun would start them) train the BN-free MLP exactly like one."""
+    argv = _mlp_run(tmp_path / "ddp", "--distributed", "--device", "cpu", "--epochs", "2")
+    mp.spawn(_cli_worker, args=(2, _free_port(), argv), nprocs=2, join=True)
+    main(_mlp_run(tmp_path / "single", "--device", "cpu", "--epochs", "2"))
+    ddp = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)
+    single = torch.load(tmp_path / "single" / "model.pt", weights_only=True)
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-6)
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2
