@@ -26,7 +26,7 @@ def _problem(acts, output="identity", seed=0, m=7, sizes=(5, 4, 3, 3), regs=None
     aux = tuple(
         act.rho(act_in + 0.3 * torch.randn(h.shape, generator=gen, dtype=torch.float64))
         for h, act, act_in in zip(
-            hidden, net.activations, net.pre_activations(params, x0, hidden), strict=True
+            hidden, net.activations, net.pre_activations(params, x0, hidden), strict=False
         )
     )
     labels = torch.randint(0, sizes[-1], (m,), generator=gen)
