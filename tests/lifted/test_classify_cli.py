@@ -40,7 +40,7 @@ def test_idx_reader(tiny_data: Path):
     x, y = load_idx_dataset("mnist", tiny_data, "train")
     assert x.shape == (60, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert 0 <= x.min() and x.max() == 1.0
-    with pytest.raises(FileNotFoundError, match="FashionMNIST/raw/t10k-images-idx3-ubyte.gz"):
+    with pytest.raises(FileNotFoundError, match=r"FashionMNIST/raw/t10k-images-idx3-ubyte\.gz"):
         load_idx_dataset("fashion-mnist", tiny_data, "test")
     with pytest.raises(ValueError, match="unknown dataset"):
         load_idx_dataset("cifar", tiny_data, "test")
