@@ -206,3 +206,28 @@ def test_classical_lifted_optimum_is_affine_bregman_is_not():
     assert (torch.relu(design @ theta_q) - x1).abs().max() > 0.1
     theta_b, _ = _fit_one_layer("bregman", x0, x1)
     assert (torch.relu(design @ theta_b) - x1).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("acceleration", ["none", "nesterov", "heavy-ball"])
+def test_lbn_d_accelerations_decrease_the_energy(acceleration):
+    net, _, params, x0, y = _teacher()
+    solver = make_solver("lbn-d", net, inner_iters=30, acceleration=acceleration, momentum=0.5)
+    state = solver.init_state(params, x0, y)
+    start = solver.objective(state, x0, y)
+    state = solver.run(state, x0, y, 2, torch.Generator())
+    assert solver.objective(state, x0, y) < 0.8 * start
+
+
+def test_l1_regulariser_sparsifies_the_auxiliary_layer():
+    from bregnn.lifted import L1
+
+    _, _, params, x0, y = _teacher()
+    zeros = []
+    for regs in (None, {1: L1(0.05)}):
+        net = LiftedNetwork([6, 5, 4, 3], "relu", regularisers=regs)
+        solver = make_solver("lbn-d", net, inner_iters=50)
+        state = solver.run(solver.init_state(params, x0, y), x0, y, 2, torch.Generator())
+        zeros.append((state.aux[0] == 0).double().mean().item())
+        parts = net.energy(solver.params(state), x0, state.aux, y, solver.penalty)
+        assert (parts.regulariser > 0) == (regs is not None)
+    assert zeros[1] > zeros[0]
