@@ -56,7 +56,7 @@ def test_closed_form_gradients_match_autograd(pen, acts, output):
         lam * pen.value(x, z, act).sum()
         for lam, x, z, act in zip(net.lambdas, a, zs, net.activations, strict=False)
     )
-    h = h + net._energy_from(zs, a, y, pen).loss
+    h = h + net.energy_from(zs, a, y, pen).loss
     auto = torch.autograd.grad(h, leaves)
     for got, want in zip((*grad.weights, *grad.biases, *grad_aux), auto, strict=True):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)

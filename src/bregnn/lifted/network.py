@@ -228,11 +228,12 @@ class LiftedNetwork:
     ) -> EnergyParts:
         """:math:`E(\\Theta, X)` summed over the batch, split into its parts."""
         zs = self.pre_activations(params, x0, aux)
-        return self._energy_from(zs, aux, y, penalty)
+        return self.energy_from(zs, aux, y, penalty)
 
-    def _energy_from(
+    def energy_from(
         self, zs: Sequence[Tensor], aux: Sequence[Tensor], y: Tensor, penalty: Penalty
     ) -> EnergyParts:
+        """The energy from precomputed pre-activations ``zs`` (see :meth:`pre_activations`)."""
         coupling = []
         reg_total = zs[-1].new_zeros(())
         for l, (x, z, act) in enumerate(zip(aux, zs, self.activations, strict=False)):
