@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 
 import pytest
 import torch
@@ -242,3 +243,14 @@ def test_l1_regulariser_sparsifies_the_auxiliary_layer():
         parts = net.energy(solver.params(state), x0, state.aux, y, solver.penalty)
         assert (parts.regulariser > 0) == (regs is not None)
     assert zeros[1] > zeros[0]
+
+
+def test_divergence_is_reported_clearly():
+    net, teacher, _, x0, y = _teacher()
+    broken = teacher._replace(
+        weights=(teacher.weights[0], teacher.weights[1] * math.inf, teacher.weights[2])
+    )
+    hidden, _ = net.forward(teacher, x0)
+    w_vecs, x_vecs = initial_vectors(net, torch.float32)
+    with pytest.raises(FloatingPointError, match=r"diverged.*lower step_scale"):
+        joint_step(net, penalty("bregman"), broken, hidden, x0, y, w_vecs, x_vecs, step_scale=1.0)

@@ -27,6 +27,7 @@ monotone descent of the joint step; ``step_scale <= 1`` is the conservative choi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -94,6 +95,13 @@ def joint_step(
         new_w_vecs.append(vec)
         step_x.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
 
+    for name, steps in (("W", step_w), ("x", step_x)):
+        for l, t in enumerate(steps, start=1):
+            if not (math.isfinite(t) and t > 0):
+                raise FloatingPointError(
+                    f"the lifted iteration diverged: step size tau_{name} of layer {l} is {t} "
+                    f"(non-finite spectral norm estimate); lower step_scale (now {step_scale})"
+                )
     grad, grad_aux, _ = network.smooth_grads(params, x0, aux, y, penalty)
     weights, biases = [], []
     for l, (w, b, gw, gb, t) in enumerate(
