@@ -21,8 +21,12 @@ With :math:`\lambda = 1`, ReLU and the MSE output these are
 :math:`\tau_W = 1.99/(|\tilde X_{l-1}|^2 + \tau)` and :math:`\tau_x = 1.99/(1 + |W_{l+1}|^2)`:
 the paper's constants up to the terms its split puts elsewhere. Squared spectral norms come
 from warm-started power iterations (:func:`~bregnn.lifted.solvers.base.power_step`).
-Since the blocks are coupled, ``step_scale = 1.99`` (the paper's choice) does not guarantee
-monotone descent of the joint step; ``step_scale <= 1`` is the conservative choice.
+The power-iteration estimates are lower bounds of the norms (warm-started, they converge
+within a few steps as the matrices change slowly). The blocks are coupled bilinearly
+(:math:`z_l = W_l x_{l-1}`), so the joint gradient has no global Lipschitz constant and a
+simultaneous step of ``step_scale = 1.99`` (the paper's choice) is not a descent step: on
+Fashion-MNIST it diverged. LBN-S therefore defaults to ``step_scale = 1.0`` and LBN-D
+backtracks on it (:mod:`~bregnn.lifted.solvers.proximal`).
 """
 
 from __future__ import annotations
