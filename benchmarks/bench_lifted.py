@@ -26,14 +26,14 @@ import time
 
 import torch
 
+from bregnn.experiments.lifted_classify import load_vectors
 from bregnn.lifted import LiftedNetwork, make_solver, one_hot
-from bregnn.lifted._idx import load_idx_dataset
 from bregnn.utils import default_data_dir
 
 
 def _data(data_dir, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     try:
-        x, labels = load_idx_dataset("fashion-mnist", data_dir, "train")
+        x, labels = load_vectors("fashion-mnist", "train", data_dir)
         source = "fashion-mnist"
     except FileNotFoundError:
         gen = torch.Generator().manual_seed(0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bregnn.cli import main
-from bregnn.lifted._idx import load_idx_dataset
+from bregnn.experiments.lifted_classify import load_vectors
 from bregnn.lifted.solvers import state_from_dict
 from bregnn.lifted.solvers.implicit import ImplicitState
 
@@ -29,7 +29,7 @@ def tiny_data(tmp_path: Path) -> Path:
     raw = tmp_path / "data" / "MNIST" / "raw"
     for prefix, n in (("train", 60), ("t10k", 20)):
         labels = torch.randint(0, 3, (n,), generator=gen)
-        images = torch.randint(0, 60, (n, 4, 4), generator=gen)
+        images = torch.randint(0, 60, (n, 28, 28), generator=gen)
         images[torch.arange(n), labels, labels] = 255  # learnable: a bright pixel per class
         _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", 2051, images)
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", 2049, labels)
@@ -37,22 +37,22 @@ def tiny_data(tmp_path: Path) -> Path:
 
 
 def test_idx_reader(tiny_data: Path):
-    x, y = load_idx_dataset("mnist", tiny_data, "train")
-    assert x.shape == (60, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x, y = load_vectors("mnist", "train", tiny_data)
+    assert x.shape == (60, 784) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert 0 <= x.min() and x.max() == 1.0
-    with pytest.raises(FileNotFoundError, match=r"FashionMNIST/raw/t10k-images-idx3-ubyte\.gz"):
-        load_idx_dataset("fashion-mnist", tiny_data, "test")
+    with pytest.raises(FileNotFoundError, match=r"FashionMNIST/raw/t10k-images-idx3-ubyte"):
+        load_vectors("fashion-mnist", "test", tiny_data)
     with pytest.raises(ValueError, match="unknown dataset"):
-        load_idx_dataset("cifar", tiny_data, "test")
+        load_vectors("cifar", "test", tiny_data)
     bad = tiny_data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     _write_idx(bad, 2051, torch.zeros(20, dtype=torch.uint8))
     with pytest.raises(ValueError, match="magic"):
-        load_idx_dataset("mnist", tiny_data, "test")
+        load_vectors("mnist", "test", tiny_data)
 
 
 def _cli(data: Path, out: Path, *extra: str) -> int:
     args = ["lifted-classify", "--dataset", "mnist", "--data-dir", str(data), "--out", str(out)]
-    args += ["--layers", "16", "8", "3", "--batch-size", "10", "--inner-iters", "3"]
+    args += ["--layers", "784", "8", "3", "--batch-size", "10", "--inner-iters", "3"]
     return main([*args, "--no-progress", *extra])
 
 
@@ -95,7 +95,7 @@ def test_outputs_and_plain_forward(tiny_data: Path, tmp_path: Path):
         (["--tau", "0"], "--tau must be positive; got 0.0"),
         (["--inner-iters", "-2"], "--inner-iters must be positive"),
         (["--layers", "20", "8", "3"], "first layer size is 20"),
-        (["--layers", "16", "8", "2"], "last layer size 2 is too small for 3 classes"),
+        (["--layers", "784", "8", "2"], "last layer size 2 is too small for 3 classes"),
         (["--activation", "scaled_tanh"], "no usable prox"),
     ],
 )

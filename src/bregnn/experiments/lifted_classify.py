@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bregnn.activations import ACTIVATIONS
-from bregnn.lifted._idx import DATASET_FOLDERS, load_idx_dataset
+from bregnn.data import load_dataset, to_unit
 from bregnn.lifted.network import LiftedNetwork, one_hot
 from bregnn.lifted.solvers import SOLVERS, get_solver, make_solver, state_from_dict, state_to_dict
 from bregnn.utils import (
@@ -28,7 +28,9 @@ from bregnn.utils import (
     write_json,
 )
 
-__all__ = ["HELP", "NAME", "add_arguments", "run"]
+__all__ = ["DATASETS", "HELP", "NAME", "add_arguments", "load_vectors", "run"]
+
+DATASETS = ("fashion-mnist", "mnist")
 
 NAME = "lifted-classify"
 HELP = "Train an MLP classifier by lifted Bregman training or a baseline (Wang & Benning)."
@@ -37,9 +39,7 @@ SETTINGS = ("batch_size", "inner_iters", "tau", "lr", "step_scale", "acceleratio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", default="fashion-mnist", help=f"one of {sorted(DATASET_FOLDERS)}"
-    )
+    parser.add_argument("--dataset", default="fashion-mnist", help=f"one of {list(DATASETS)}")
     parser.add_argument("--layers", type=int, nargs="+", default=[784, 64, 64, 10])
     parser.add_argument("--activation", default="relu", help="hidden activation (registry name)")
     parser.add_argument("--output", default="identity", help="identity (MSE) or softmax")
@@ -61,10 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def load_vectors(name: str, split: str, data_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of ``name`` as flat ``float32`` vectors in ``[0, 1]`` and ``int64`` labels."""
+    images, labels = load_dataset(name, split, data_dir)
+    return to_unit(images).reshape(len(images), -1), labels
+
+
 def _validate(args: argparse.Namespace) -> None:
     get_solver(args.method)
-    if args.dataset not in DATASET_FOLDERS:
-        raise ValueError(f"unknown dataset {args.dataset!r}; valid: {sorted(DATASET_FOLDERS)}")
+    if args.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {args.dataset!r}; valid: {list(DATASETS)}")
     if args.activation.strip().lower().replace("-", "_") not in ACTIVATIONS:
         raise ValueError(f"unknown activation {args.activation!r}; valid: {sorted(ACTIVATIONS)}")
     if args.epochs <= 0:
@@ -95,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data_dir = args.data_dir or default_data_dir()
     out = args.out or Path("runs") / NAME / f"{args.dataset}-{args.method}-seed{args.seed}"
-    x_train, l_train = load_idx_dataset(args.dataset, data_dir, "train")
-    x_test, l_test = load_idx_dataset(args.dataset, data_dir, "test")
+    x_train, l_train = load_vectors(args.dataset, "train", data_dir)
+    x_test, l_test = load_vectors(args.dataset, "test", data_dir)
     if args.train_size is not None:
         x_train, l_train = x_train[: args.train_size], l_train[: args.train_size]
     n_classes = args.layers[-1]
