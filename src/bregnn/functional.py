@@ -148,18 +148,30 @@ _CLOSED_FORM_DERIVATIVES: dict[type, _Derivatives] = {
 """Activations (exact types) whose Bregman layer runs through :class:`_FusedBregmanLinear`;
 the others use the plain autograd composition."""
 
-_CLAMP_BOUNDS: dict[tuple[Activation, torch.dtype], tuple[float | None, float | None]] = {}
+_CLAMP_BOUNDS: dict[tuple[float, float, torch.dtype], tuple[float | None, float | None]] = {}
 
 
 def _clamp_bounds(act: Activation, dtype: torch.dtype) -> tuple[float | None, float | None]:
-    """The bounds :meth:`Activation.clamp_to_domain` clamps to (cached per activation, dtype)."""
-    key = (act, dtype)
+    """The bounds :meth:`Activation.clamp_to_domain` clamps to, cached per (domain, dtype)."""
+    key = (act.lo, act.hi, dtype)
     bounds = _CLAMP_BOUNDS.get(key)
     if bounds is None:
         lo = act.lo + domain_margin(act.lo, dtype) if math.isfinite(act.lo) else None
         hi = act.hi - domain_margin(act.hi, dtype) if math.isfinite(act.hi) else None
         bounds = _CLAMP_BOUNDS[key] = (lo, hi)
     return bounds
+
+
+def _needs_clamp(s: Tensor, lo: float | None, hi: float | None) -> bool:
+    """Whether ``clamp(s, lo, hi)`` changes ``s``. On CPU one min/max pass decides it (and
+    the clamp is skipped when nothing is out of bounds); elsewhere the clamp always runs,
+    so no device synchronisation is needed."""
+    if lo is None and hi is None:
+        return False
+    if s.device.type != "cpu" or s.numel() == 0:
+        return True
+    smallest, largest = torch.aminmax(s)
+    return (lo is not None and smallest.item() < lo) or (hi is not None and largest.item() > hi)
 
 
 def _fused_bregman(
@@ -171,11 +183,11 @@ def _fused_bregman(
     derivatives: _Derivatives,
 ) -> Tensor:
     if z.dim() == 2:
-        return _FusedBregmanLinear.apply(z, skip, weight, bias, act, derivatives)
+        return _FusedBregmanLinear.apply(z, skip, weight, bias, (act, derivatives))
     lead = z.shape[:-1]
     z2 = z.reshape(-1, z.shape[-1])
     skip2 = None if skip is None else skip.reshape(-1, skip.shape[-1])
-    out = _FusedBregmanLinear.apply(z2, skip2, weight, bias, act, derivatives)
+    out = _FusedBregmanLinear.apply(z2, skip2, weight, bias, (act, derivatives))
     return out.reshape(*lead, weight.shape[0])
 
 
@@ -203,17 +215,17 @@ class _FusedBregmanLinear(torch.autograd.Function):
         skip: Tensor | None,
         weight: Tensor,
         bias: Tensor | None,
-        act: Activation,
-        derivatives: _Derivatives,
+        spec: tuple[Activation, _Derivatives],
     ) -> Tensor:
+        act = spec[0]
         s = z if skip is None else skip
         lo, hi = _clamp_bounds(act, s.dtype)
-        s_clamped = s if lo is None and hi is None else torch.clamp(s, lo, hi)
-        ctx.clamped = s_clamped is not s and not torch.equal(s_clamped, s)
+        ctx.clamped = _needs_clamp(s, lo, hi)
+        s_clamped = torch.clamp(s, lo, hi) if ctx.clamped else s
         t = act._rho_inv(s_clamped)
         u = torch.nn.functional.linear(z, weight, bias).add_(t)
         y = act.rho(u)
-        ctx.act, ctx.derivatives = act, derivatives
+        ctx.act, ctx.derivatives = spec
         unclamped = (s_clamped == s) if ctx.clamped else None
         ctx.save_for_backward(z, skip, weight, bias, u, y, s_clamped, t, unclamped)
         return y
@@ -240,7 +252,7 @@ class _FusedBregmanLinear(torch.autograd.Function):
             g_w = g_u.t().mm(z)
         if bias is not None and needs[3]:
             g_b = g_u.sum(0)
-        return g_z, g_skip, g_w, g_b, None, None
+        return g_z, g_skip, g_w, g_b, None
 
 
 def _composed_grads(
@@ -257,7 +269,7 @@ def _composed_grads(
     s = z if skip is None else skip
     y = act.rho(act.rho_inv(s) + torch.nn.functional.linear(z, weight, bias))
     grads = torch.autograd.grad(y, [inputs[i] for i in wanted], grad, create_graph=True)
-    out: list[Tensor | None] = [None] * 6
+    out: list[Tensor | None] = [None] * 5
     for i, g in zip(wanted, grads):
         out[i] = g
     return tuple(out)
