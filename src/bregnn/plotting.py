@@ -192,6 +192,9 @@ def plot_depth_study(rows: Sequence[Mapping[str, Any]], path: str | Path, title:
             label=f"{variant}, {depth} hidden layers",
         )
     ax.set_xscale("log", base=2)
+    all_widths = sorted({int(r["width"]) for r in rows})
+    ax.set_xticks(all_widths, [str(w) for w in all_widths])
+    ax.minorticks_off()
     ax.set_xlabel("hidden width")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)

@@ -283,8 +283,9 @@ def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
             plot_depth_study(
                 rows,
                 study.out / "depth-study.png",
-                title=f"{study.dataset} ({len(train[1])} train / {len(test[1])} test), "
-                f"{study.activation}, {study.epochs} epochs",
+                title=f"{study.dataset}: {len(train[1])} train / {len(test[1])} test images; "
+                f"{study.activation}\nSGD lr {study.lr:g}, momentum {study.momentum:g}, "
+                f"batch {study.batch_size}, {study.epochs} epochs",
             )
         )
     return StudyOutcome(rows, runs, table, figures)
