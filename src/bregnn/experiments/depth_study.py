@@ -160,6 +160,7 @@ def _run_one(
     result_path = run_dir / "result.json"
     if study.resume and result_path.exists():
         return {**json.loads(result_path.read_text()), "skipped": True}
+    result_path.unlink(missing_ok=True)  # a fresh run: drop the result of an earlier one
     seed_everything(seed)
     n_classes = dataset_spec(study.dataset).num_classes
     model = MLP(train[0].shape[1], [width] * depth, n_classes, study.activation, variant)

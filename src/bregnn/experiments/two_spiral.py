@@ -198,6 +198,7 @@ def _run_one(
         result = json.loads(result_path.read_text())
         result["skipped"] = True
         return result
+    result_path.unlink(missing_ok=True)  # a fresh run: drop the result of an earlier one
     model = _build_model(grid, act, variant, init, seed)
     config = TrainConfig(
         lr=lr,
