@@ -1,0 +1,219 @@
+r"""Figures of the Bregman-MLP experiments (matplotlib, imported lazily).
+
+- :func:`plot_dataset`: 2-D points coloured by class (the paper's Figure 1).
+- :func:`plot_layer_outputs`: each hidden layer's 2-D representation :math:`z_l` of the
+  same points, one row per model (the paper's Figure 2).
+- :func:`plot_layer_diagnostics`: per-layer parameter norms
+  :math:`\sqrt{|W_l|_F^2 + |b_l|^2}` and consecutive-layer steps
+  :math:`\mathrm{mean}_i |z_l^{(i)} - z_{l-1}^{(i)}|` (the paper's Figure 3), see
+  :meth:`bregnn.models.MLP.diagnostics`.
+- :func:`plot_depth_study`: test accuracy against width, one line per (depth, variant).
+
+matplotlib is an optional dependency (``pip install bregnn[plot]``); every function raises
+a clear ``ImportError`` naming it when it is missing. Figures are written with the
+non-interactive ``Agg`` backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bregnn.models.mlp import LayerDiagnostics
+
+__all__ = [
+    "CLASS_COLORS",
+    "VARIANT_COLORS",
+    "plot_dataset",
+    "plot_depth_study",
+    "plot_layer_diagnostics",
+    "plot_layer_outputs",
+    "pyplot",
+    "select_layers",
+]
+
+CLASS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
+VARIANT_COLORS = {"bregman": "#1f77b4", "standard": "#d62728", "euclidean": "#2ca02c"}
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the ``Agg`` backend; ``ImportError`` with the fix if absent."""
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError(
+            "figures need matplotlib, which is not installed: `pip install matplotlib` "
+            "(or `pip install bregnn[plot]`), or pass --no-figures"
+        ) from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def select_layers(n_layers: int, max_panels: int = 8) -> list[int]:
+    """Indices ``0..n_layers`` (0 is the input) to draw: all of them when they fit in
+    ``max_panels``, else the input, the last layer and evenly spaced layers between."""
+    if max_panels < 2:
+        raise ValueError(f"max_panels must be at least 2; got {max_panels}")
+    if n_layers + 1 <= max_panels:
+        return list(range(n_layers + 1))
+    picks = torch.linspace(0, n_layers, max_panels).round().long().tolist()
+    return sorted(set(picks))
+
+
+def _scatter(ax: Any, points: Tensor, labels: Tensor, size: float = 6.0) -> None:
+    points = points.detach().cpu().double()
+    labels = labels.detach().cpu()
+    for c in labels.unique().tolist():
+        mask = labels == c
+        ax.scatter(
+            points[mask, 0].numpy(),
+            points[mask, 1].numpy() if points.shape[1] > 1 else torch.zeros(int(mask.sum())),
+            s=size,
+            c=CLASS_COLORS[int(c) % len(CLASS_COLORS)],
+            label=f"class {c}",
+            alpha=0.75,
+            linewidths=0,
+        )
+
+
+def plot_dataset(
+    x: Tensor, y: Tensor, path: str | Path, title: str = "two spirals (training set)"
+) -> Path:
+    """Scatter the 2-D inputs ``x`` coloured by their labels ``y``; returns ``path``."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), constrained_layout=True)
+    _scatter(ax, x, y, size=8)
+    ax.set_title(title)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="upper right", fontsize=8, markerscale=2)
+    return _save(fig, plt, path)
+
+
+def plot_layer_outputs(
+    rows: Mapping[str, Sequence[Tensor]],
+    labels: Tensor,
+    path: str | Path,
+    title: str = "",
+    max_panels: int = 8,
+) -> Path:
+    """One row per model (key: its label, e.g. ``"bregman (test acc 0.99)"``), one column per
+    layer: ``outputs[0]`` is the input, ``outputs[l]`` the output :math:`z_l` of hidden layer
+    ``l`` (as returned by ``MLP.diagnostics(x).outputs``). Points are coloured by ``labels``;
+    for layers wider than 2 the first two coordinates are drawn. Deep models show the input,
+    the last layer and evenly spaced layers between (``max_panels`` columns at most)."""
+    if not rows:
+        raise ValueError("plot_layer_outputs needs at least one row of layer outputs")
+    plt = pyplot()
+    n_layers = max(len(v) for v in rows.values()) - 1
+    cols = select_layers(n_layers, max_panels)
+    fig, axes = plt.subplots(
+        len(rows),
+        len(cols),
+        figsize=(2.3 * len(cols), 2.45 * len(rows) + 0.4),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for r, (name, outputs) in enumerate(rows.items()):
+        for c, layer in enumerate(cols):
+            ax = axes[r][c]
+            if layer < len(outputs):
+                _scatter(ax, outputs[layer], labels, size=3)
+            ax.set_title("input" if layer == 0 else f"layer {layer}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, plt, path)
+
+
+def plot_layer_diagnostics(
+    diagnostics: Mapping[str, LayerDiagnostics], path: str | Path, title: str = ""
+) -> Path:
+    r"""Two panels over the layer index ``l``: the parameter norm
+    :math:`\sqrt{|W_l|_F^2 + |b_l|^2}` and the mean step :math:`|z_l - z_{l-1}|` (log scale),
+    one line per model (key: its label)."""
+    if not diagnostics:
+        raise ValueError("plot_layer_diagnostics needs at least one model's diagnostics")
+    plt = pyplot()
+    fig, (ax_norm, ax_step) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for i, (name, diag) in enumerate(diagnostics.items()):
+        color = _color_for(name, i)
+        layers = torch.arange(1, len(diag.param_norms) + 1).numpy()
+        ax_norm.plot(layers, diag.param_norms.cpu().double().numpy(), label=name, color=color)
+        steps = diag.step_norms.cpu().double().clamp(min=1e-12).numpy()
+        ax_step.plot(layers, steps, label=name, color=color)
+    ax_norm.set_title(r"parameter norm $\sqrt{\|W_l\|_F^2 + \|b_l\|^2}$", fontsize=10)
+    ax_step.set_title(r"mean step $|z_l - z_{l-1}|$", fontsize=10)
+    ax_step.set_yscale("log")
+    for ax in (ax_norm, ax_step):
+        ax.set_xlabel("layer $l$")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, plt, path)
+
+
+def plot_depth_study(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Test accuracy (mean +- std over seeds) against hidden width (log scale), one line per
+    (depth, variant). Each row needs ``depth``, ``width``, ``variant``, ``test_mean``,
+    ``test_std``."""
+    if not rows:
+        raise ValueError("plot_depth_study needs at least one result row")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), constrained_layout=True)
+    keys = sorted({(int(r["depth"]), str(r["variant"])) for r in rows})
+    for depth, variant in keys:
+        sel = sorted(
+            (r for r in rows if int(r["depth"]) == depth and r["variant"] == variant),
+            key=lambda r: int(r["width"]),
+        )
+        widths = [int(r["width"]) for r in sel]
+        mean = [100 * float(r["test_mean"]) for r in sel]
+        std = [100 * float(r["test_std"]) if math.isfinite(r["test_std"]) else 0.0 for r in sel]
+        ax.errorbar(
+            widths,
+            mean,
+            yerr=std,
+            marker="o",
+            capsize=3,
+            color=VARIANT_COLORS.get(variant),
+            linestyle="-" if depth == min(k[0] for k in keys) else "--",
+            label=f"{variant}, {depth} hidden layers",
+        )
+    ax.set_xscale("log", base=2)
+    all_widths = sorted({int(r["width"]) for r in rows})
+    ax.set_xticks(all_widths, [str(w) for w in all_widths])
+    ax.minorticks_off()
+    ax.set_xlabel("hidden width")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def _color_for(name: str, index: int) -> str:
+    for variant, color in VARIANT_COLORS.items():
+        if name.startswith(variant):
+            return color
+    return CLASS_COLORS[index % len(CLASS_COLORS)]
+
+
+def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
