@@ -122,11 +122,17 @@ class Activation(nn.Module):
     def rho(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def clamp_to_domain(self, y: Tensor) -> Tensor:
-        """Clamp ``y`` into ``[lo + margin, hi - margin]`` (see :func:`domain_margin`)."""
-        dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
+    def clamp_bounds(self, dtype: torch.dtype) -> tuple[float | None, float | None]:
+        """``(lo + margin, hi - margin)`` for ``dtype`` (see :func:`domain_margin`); ``None``
+        for an infinite end."""
         lo = self.lo + domain_margin(self.lo, dtype) if math.isfinite(self.lo) else None
         hi = self.hi - domain_margin(self.hi, dtype) if math.isfinite(self.hi) else None
+        return lo, hi
+
+    def clamp_to_domain(self, y: Tensor) -> Tensor:
+        """Clamp ``y`` into :meth:`clamp_bounds` (the open domain, a float step inside)."""
+        dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
+        lo, hi = self.clamp_bounds(dtype)
         if lo is None and hi is None:
             return y
         return torch.clamp(y, min=lo, max=hi)

@@ -13,23 +13,12 @@ the (convex) range of ``rho``.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from bregnn.activations import (
-    Activation,
-    Asinh,
-    Atan,
-    Sigmoid,
-    Tanh,
-    activation,
-    available_activations,
-    domain_margin,
-)
+from bregnn.activations import Activation, activation, available_activations
 
 __all__ = ["VARIANTS", "bregman_divergence", "bregman_linear", "project_simplex"]
 
@@ -72,10 +61,9 @@ def bregman_linear(
             )
         if mixing is None and weight.shape[0] != z.shape[-1]:
             raise _needs_square(variant, z, weight)
-        derivatives = _CLOSED_FORM_DERIVATIVES.get(type(act))
-        if derivatives is not None:
+        if act.has_closed_form_derivatives:
             skip = None if mixing is None else torch.nn.functional.linear(z, mixing)
-            return _fused_bregman(z, skip, weight, bias, act, derivatives)
+            return _fused_bregman(z, skip, weight, bias, act)
     affine = torch.nn.functional.linear(z, weight, bias)
     if variant == "standard":
         return act.rho(affine)
@@ -98,70 +86,6 @@ def _needs_square(variant: str, z: Tensor, weight: Tensor) -> ValueError:
 
 
 # -- the fused Bregman layer -------------------------------------------------------------------
-class _Derivatives(NamedTuple):
-    r"""Closed forms used by the fused backward: ``times_rho_prime(g, u, y)`` is
-    :math:`g\,\rho'(u)` given :math:`y = \rho(u)`, and ``times_rho_inv_prime(g, s, t)`` is
-    :math:`g\,(\rho^{-1})'(s) = g / \rho'(t)` given :math:`t = \rho^{-1}(s)`."""
-
-    times_rho_prime: Callable[[Tensor, Tensor, Tensor], Tensor]
-    times_rho_inv_prime: Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def _sigmoid_rho_prime(g: Tensor, u: Tensor, y: Tensor) -> Tensor:
-    return g * torch.addcmul(y, y, y, value=-1)  # sigma' = y (1 - y)
-
-
-def _sigmoid_rho_inv_prime(g: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    return g / torch.addcmul(s, s, s, value=-1)  # logit'(s) = 1 / (s (1 - s))
-
-
-def _tanh_rho_prime(g: Tensor, u: Tensor, y: Tensor) -> Tensor:
-    return torch.addcmul(g, g * y, y, value=-1)  # tanh' = 1 - y^2
-
-
-def _tanh_rho_inv_prime(g: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    return g / (1 - s * s)  # artanh'(s) = 1 / (1 - s^2)
-
-
-def _atan_rho_prime(g: Tensor, u: Tensor, y: Tensor) -> Tensor:
-    return g / (u * u + 1)  # atan' = 1 / (1 + u^2)
-
-
-def _atan_rho_inv_prime(g: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    return torch.addcmul(g, g * t, t)  # tan'(s) = 1 + tan(s)^2
-
-
-def _asinh_rho_prime(g: Tensor, u: Tensor, y: Tensor) -> Tensor:
-    return g / torch.cosh(y)  # asinh'(u) = 1 / sqrt(1 + u^2) = 1 / cosh(asinh u)
-
-
-def _asinh_rho_inv_prime(g: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    return g * torch.cosh(s)  # sinh' = cosh
-
-
-_CLOSED_FORM_DERIVATIVES: dict[type, _Derivatives] = {
-    Sigmoid: _Derivatives(_sigmoid_rho_prime, _sigmoid_rho_inv_prime),
-    Tanh: _Derivatives(_tanh_rho_prime, _tanh_rho_inv_prime),
-    Atan: _Derivatives(_atan_rho_prime, _atan_rho_inv_prime),
-    Asinh: _Derivatives(_asinh_rho_prime, _asinh_rho_inv_prime),
-}
-"""Activations (exact types) whose Bregman layer runs through :class:`_FusedBregmanLinear`;
-the others use the plain autograd composition."""
-
-_CLAMP_BOUNDS: dict[tuple[float, float, torch.dtype], tuple[float | None, float | None]] = {}
-
-
-def _clamp_bounds(act: Activation, dtype: torch.dtype) -> tuple[float | None, float | None]:
-    """The bounds :meth:`Activation.clamp_to_domain` clamps to, cached per (domain, dtype)."""
-    key = (act.lo, act.hi, dtype)
-    bounds = _CLAMP_BOUNDS.get(key)
-    if bounds is None:
-        lo = act.lo + domain_margin(act.lo, dtype) if math.isfinite(act.lo) else None
-        hi = act.hi - domain_margin(act.hi, dtype) if math.isfinite(act.hi) else None
-        bounds = _CLAMP_BOUNDS[key] = (lo, hi)
-    return bounds
-
-
 def _needs_clamp(s: Tensor, lo: float | None, hi: float | None) -> bool:
     """Whether ``clamp(s, lo, hi)`` changes ``s``. On CPU one min/max pass decides it (and
     the clamp is skipped when nothing is out of bounds); elsewhere the clamp always runs,
@@ -180,14 +104,13 @@ def _fused_bregman(
     weight: Tensor,
     bias: Tensor | None,
     act: Activation,
-    derivatives: _Derivatives,
 ) -> Tensor:
     if z.dim() == 2:
-        return _FusedBregmanLinear.apply(z, skip, weight, bias, (act, derivatives))
+        return _FusedBregmanLinear.apply(z, skip, weight, bias, act)
     lead = z.shape[:-1]
     z2 = z.reshape(-1, z.shape[-1])
     skip2 = None if skip is None else skip.reshape(-1, skip.shape[-1])
-    out = _FusedBregmanLinear.apply(z2, skip2, weight, bias, (act, derivatives))
+    out = _FusedBregmanLinear.apply(z2, skip2, weight, bias, act)
     return out.reshape(*lead, weight.shape[0])
 
 
@@ -215,17 +138,16 @@ class _FusedBregmanLinear(torch.autograd.Function):
         skip: Tensor | None,
         weight: Tensor,
         bias: Tensor | None,
-        spec: tuple[Activation, _Derivatives],
+        act: Activation,
     ) -> Tensor:
-        act = spec[0]
         s = z if skip is None else skip
-        lo, hi = _clamp_bounds(act, s.dtype)
+        lo, hi = act.clamp_bounds(s.dtype)
         ctx.clamped = _needs_clamp(s, lo, hi)
         s_clamped = torch.clamp(s, lo, hi) if ctx.clamped else s
         t = act._rho_inv(s_clamped)
         u = torch.nn.functional.linear(z, weight, bias).add_(t)
         y = act.rho(u)
-        ctx.act, ctx.derivatives = spec
+        ctx.act = act
         unclamped = (s_clamped == s) if ctx.clamped else None
         ctx.save_for_backward(z, skip, weight, bias, u, y, s_clamped, t, unclamped)
         return y
@@ -236,10 +158,10 @@ class _FusedBregmanLinear(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True: differentiate the composition
             return _composed_grads(ctx.act, grad, z, skip, weight, bias, needs)
-        g_u = ctx.derivatives.times_rho_prime(grad, u, y)
+        g_u = grad * ctx.act.drho(u, y)
         g_z = g_skip = g_w = g_b = None
         if (needs[0] and skip is None) or needs[1]:
-            g_s = ctx.derivatives.times_rho_inv_prime(g_u, s_clamped, t)
+            g_s = g_u * ctx.act.drho_inv(s_clamped, t)
             if unclamped is not None:
                 g_s = g_s.mul_(unclamped)
             if skip is None:
