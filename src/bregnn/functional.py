@@ -61,7 +61,8 @@ def bregman_linear(
             )
         if mixing is None and weight.shape[0] != z.shape[-1]:
             raise _needs_square(variant, z, weight)
-        if act.has_closed_form_derivatives:
+        # the fused node has no autocast rules: under mixed precision use the composition
+        if act.has_closed_form_derivatives and not torch.is_autocast_enabled(z.device.type):
             skip = None if mixing is None else torch.nn.functional.linear(z, mixing)
             return _fused_bregman(z, skip, weight, bias, act)
     affine = torch.nn.functional.linear(z, weight, bias)
