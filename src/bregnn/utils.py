@@ -86,9 +86,10 @@ class _SimpleBar:
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", enable: bool = True):
     """A progress bar over ``iterable``: tqdm when installed, a plain stderr bar otherwise.
 
-    Disabled when ``enable`` is false or ``$BREGNN_NO_PROGRESS`` is set.
+    Disabled when ``enable`` is false, ``$BREGNN_NO_PROGRESS`` is set, or stderr is not a
+    terminal (logs and CI output then carry only the experiments' own per-run lines).
     """
-    if not enable or os.environ.get("BREGNN_NO_PROGRESS"):
+    if not enable or os.environ.get("BREGNN_NO_PROGRESS") or not sys.stderr.isatty():
         return _Silent(iterable)
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
