@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 from torch import Tensor
 
 from bregnn.activations import activation, available_activations
 from bregnn.data import dataset_spec, load_dataset, to_activation_range
+from bregnn.experiments._summary import csv_text, markdown_table, summarize_seeds
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
 from bregnn.train import TrainConfig, evaluate, fit
@@ -196,42 +196,13 @@ def _run_one(
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and population std over seeds, one row per (depth, width, variant)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["depth"], r["width"], r["variant"]), []).append(r)
-    rows = []
-    for (depth, width, variant), members in sorted(groups.items()):
-        train = np.array([m["train_accuracy"] for m in members], dtype=float)
-        test = np.array([m["test_accuracy"] for m in members], dtype=float)
-        rows.append(
-            {
-                "depth": depth,
-                "width": width,
-                "variant": variant,
-                "seeds": len(members),
-                "train_mean": float(train.mean()),
-                "train_std": float(train.std()),
-                "test_mean": float(test.mean()),
-                "test_std": float(test.std()),
-                "seconds_mean": float(np.mean([m["seconds"] for m in members])),
-            }
-        )
-    return rows
+    return summarize_seeds(runs, ("depth", "width", "variant"), means=("seconds",), sort=True)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of :func:`summarize` rows (accuracies in percent)."""
-    lines = [
-        "| hidden layers | width | variant | seeds | train acc (%) | test acc (%) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['depth']} | {r['width']} | {r['variant']} | {r['seeds']} "
-            f"| {100 * r['train_mean']:.1f} +- {100 * r['train_std']:.1f} "
-            f"| {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+    columns = [("hidden layers", "{depth}"), ("width", "{width}"), ("variant", "{variant}")]
+    return markdown_table(rows, columns)
 
 
 def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
@@ -271,7 +242,7 @@ def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
     rows = summarize(runs)
     table = format_table(rows)
     atomic_write_text(table, study.out / "table.md")
-    atomic_write_text(_csv(rows), study.out / "table.csv")
+    atomic_write_text(csv_text(rows), study.out / "table.csv")
     public = [{k: v for k, v in r.items() if k != "skipped"} for r in runs]
     write_json(
         {"settings": asdict(study), "rows": rows, "runs": public}, study.out / "results.json"
@@ -290,14 +261,6 @@ def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
             )
         )
     return StudyOutcome(rows, runs, table, figures)
-
-
-def _csv(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    header = list(rows[0])
-    lines = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _positive_ints(name: str, values: Sequence[int]) -> list[int]:

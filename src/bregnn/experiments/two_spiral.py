@@ -27,8 +27,6 @@ the per-layer parameter norms and steps :math:`|z_l - z_{l-1}|`).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import time
@@ -37,12 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from bregnn.activations import activation, available_activations
 from bregnn.data import RangeScaler, split, two_spirals
+from bregnn.experiments._summary import csv_text, markdown_table, summarize_seeds
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
 from bregnn.nn import INITS
@@ -240,52 +238,14 @@ def _run_one(
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and (population) std over seeds of train / test accuracy and epochs run, one row
     per (activation, variant, init, lr), in the order the configurations first appear."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["activation"], r["variant"], r["init"], r["lr"]), []).append(r)
-    rows = []
-    for (act, variant, init, lr), members in groups.items():
-        train = np.array([m["train_accuracy"] for m in members], dtype=float)
-        test = np.array([m["test_accuracy"] for m in members], dtype=float)
-        rows.append(
-            {
-                "activation": act,
-                "variant": variant,
-                "init": init,
-                "lr": lr,
-                "seeds": len(members),
-                "train_mean": float(train.mean()),
-                "train_std": float(train.std()),
-                "test_mean": float(test.mean()),
-                "test_std": float(test.std()),
-                "epochs_mean": float(np.mean([m["epochs_run"] for m in members])),
-            }
-        )
-    return rows
+    return summarize_seeds(runs, ("activation", "variant", "init", "lr"), means=("epochs_run",))
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table of :func:`summarize` rows (accuracies in percent)."""
-    lines = [
-        "| activation | variant | init | lr | seeds | train acc (%) | test acc (%) | epochs run |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['activation']} | {r['variant']} | {r['init']} | {r['lr']:g} | {r['seeds']} "
-            f"| {100 * r['train_mean']:.1f} +- {100 * r['train_std']:.1f} "
-            f"| {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} | {r['epochs_mean']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue()
+    columns = [("activation", "{activation}"), ("variant", "{variant}"), ("init", "{init}")]
+    columns.append(("lr", "{lr:g}"))
+    return markdown_table(rows, columns, trailing=[("epochs run", "{epochs_run_mean:.0f}")])
 
 
 def _check_settings(grid: SpiralGrid) -> None:
@@ -335,7 +295,7 @@ def run_grid(grid: SpiralGrid, echo: bool = True) -> GridOutcome:
     rows = summarize(runs)
     table = format_table(rows)
     atomic_write_text(table, grid.out / "table.md")
-    atomic_write_text(_csv_text(rows), grid.out / "table.csv")
+    atomic_write_text(csv_text(rows), grid.out / "table.csv")
     write_json(
         {"settings": asdict(grid), "rows": rows, "runs": [_public(r) for r in runs]},
         grid.out / "results.json",
