@@ -28,11 +28,8 @@ and ``resume`` work across single- and multi-process runs.
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,16 +38,19 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bregnn.train import History, TrainConfig, _load_model_state, evaluate, load_checkpoint
-from bregnn.utils import CSVLogger, atomic_save, progress, write_json
+from bregnn.train import History, TrainConfig, evaluate, fit
 
 __all__ = [
     "DistContext",
+    "all_sum",
+    "barrier",
     "cleanup",
+    "evaluate_sharded",
     "fit_distributed",
     "init_from_env",
     "init_process",
     "shard",
+    "wrap_model",
 ]
 
 
@@ -128,7 +128,8 @@ def shard(batch: Tensor, rank: int, world_size: int) -> Tensor:
     return torch.tensor_split(batch, world_size)[rank]
 
 
-def _all_sum(values: list[float], ctx: DistContext) -> list[float]:
+def all_sum(values: list[float], ctx: DistContext) -> list[float]:
+    """Sum each of ``values`` over all ranks (float64 all-reduce)."""
     if ctx.world_size == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
@@ -136,7 +137,7 @@ def _all_sum(values: list[float], ctx: DistContext) -> list[float]:
     return t.tolist()
 
 
-def _evaluate_sharded(
+def evaluate_sharded(
     model: nn.Module,
     split: tuple[Tensor, Tensor],
     ctx: DistContext,
@@ -150,13 +151,25 @@ def _evaluate_sharded(
         loss, acc = evaluate(model, x[idx], y[idx], transform=transform)
     else:
         loss, acc = 0.0, 0.0
-    loss_sum, correct, n = _all_sum([loss * n_local, acc * n_local, float(n_local)], ctx)
+    loss_sum, correct, n = all_sum([loss * n_local, acc * n_local, float(n_local)], ctx)
     return loss_sum / max(n, 1.0), correct / max(n, 1.0)
 
 
-def _barrier(ctx: DistContext) -> None:
-    if ctx.world_size > 1:
-        dist.barrier()
+def barrier() -> None:
+    """Wait for every rank."""
+    dist.barrier()
+
+
+def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """Move ``model`` to ``ctx.device`` (``SyncBatchNorm`` on CUDA) and wrap it in
+    ``DistributedDataParallel`` when there are several ranks; ``model`` keeps the weights."""
+    model.to(ctx.device)
+    if ctx.device.type == "cuda" and ctx.world_size > 1:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if ctx.world_size == 1:
+        return model
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 def fit_distributed(
@@ -178,135 +191,17 @@ def fit_distributed(
     must call this with the same arguments. Augmentation draws from a per-rank generator
     (seed ``config.seed + 1 + rank``); ``resume`` restores weights, optimizer, schedule and
     the batch order, but restarts these augmentation generators from their seeds (so a
-    resumed augmented run is not bit-identical to an uninterrupted one).
+    resumed augmented multi-process run is not bit-identical to an uninterrupted one).
     """
-    x_train, y_train = train
-    if len(x_train) != len(y_train):
-        raise ValueError(f"{len(x_train)} inputs but {len(y_train)} labels")
-    if config.batch_size < ctx.world_size:
-        raise ValueError(
-            f"batch_size {config.batch_size} is smaller than world_size {ctx.world_size}"
-        )
-    model.to(ctx.device)
-    if ctx.device.type == "cuda" and ctx.world_size > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    wrapped: nn.Module = model
-    if ctx.world_size > 1:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(model, device_ids=device_ids)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params,
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
+    return fit(
+        model,
+        train,
+        config,
+        val=val,
+        test=test,
+        run_dir=run_dir,
+        resume=resume,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+        ctx=ctx,
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.milestones), gamma=config.gamma
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    aug_generator = torch.Generator(device=ctx.device).manual_seed(config.seed + 1 + ctx.rank)
-    run_path = Path(run_dir) if run_dir is not None else None
-    start_epoch, rows = 1, []
-    best_acc, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
-    ckpt_path = run_path / "checkpoint.pt" if run_path is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        _load_model_state(model, ckpt["model"], ckpt_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        generator.set_state(ckpt["generator"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        best_acc, best_epoch = float(ckpt["best_acc"]), int(ckpt["best_epoch"])
-        best_state, bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
-        rows = [dict(r) for r in ckpt["rows"]]
-    logger = None
-    if run_path is not None and ctx.is_main:
-        logger = CSVLogger(run_path / "metrics.csv", resume=resume, keep_rows=len(rows))
-        write_json(
-            {"config": asdict(config), "model": repr(model), "world_size": ctx.world_size},
-            run_path / "config.json",
-        )
-    stopped_early = False
-    wrapped.train()
-    epochs = progress(
-        range(start_epoch, config.epochs + 1),
-        desc=config.desc,
-        enable=config.progress and ctx.is_main,
-    )
-    n = len(x_train)
-    for epoch in epochs:
-        if config.patience is not None and bad_epochs >= config.patience:
-            stopped_early = True
-            break
-        tic = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        loss_sum, correct = 0.0, 0.0
-        for start in range(0, n, config.batch_size):
-            batch = order[start : start + config.batch_size]
-            idx = shard(batch, ctx.rank, ctx.world_size)
-            xb = x_train[idx].to(ctx.device, non_blocking=True)
-            yb = y_train[idx].to(ctx.device, non_blocking=True)
-            if train_transform is not None:
-                xb = train_transform(xb, aug_generator)
-            out = wrapped(xb)
-            loss_local = nn.functional.cross_entropy(out, yb, reduction="sum")
-            loss = loss_local * (ctx.world_size / len(batch))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip is not None:
-                nn.utils.clip_grad_norm_(params, config.clip)
-            optimizer.step()
-            loss_sum += loss_local.item()
-            correct += (out.argmax(-1) == yb).sum().item()
-        loss_sum, correct = _all_sum([loss_sum, correct], ctx)
-        row = {
-            "epoch": epoch,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / n,
-            "train_accuracy": correct / n,
-        }
-        scheduler.step()
-        for name, split in (("val", val), ("test", test)):
-            if split is not None:
-                row[f"{name}_loss"], row[f"{name}_accuracy"] = _evaluate_sharded(
-                    model, split, ctx, eval_transform
-                )
-        wrapped.train()
-        row["time"] = time.perf_counter() - tic
-        watched = row.get("val_accuracy", row["train_accuracy"])
-        if watched > best_acc:
-            best_acc, best_epoch, bad_epochs = watched, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        rows.append(row)
-        if logger is not None:
-            logger.log(row)
-        if hasattr(epochs, "set_postfix_str"):
-            epochs.set_postfix_str(f"loss {row['train_loss']:.4f} acc {watched:.3f}")
-        if ckpt_path is not None and ctx.is_main:
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "aug_generator": aug_generator.get_state(),
-                    "epoch": epoch,
-                    "best_acc": best_acc,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "bad_epochs": bad_epochs,
-                    "rows": rows,
-                    "world_size": ctx.world_size,
-                },
-                ckpt_path,
-            )
-        _barrier(ctx)
-    if config.patience is not None and best_state is not None:
-        model.load_state_dict(best_state)
-    return History(rows, best_epoch, best_acc, stopped_early)

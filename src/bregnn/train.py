@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from bregnn.utils import CSVLogger, atomic_save, progress, write_json
+
+if TYPE_CHECKING:
+    from bregnn.distributed import DistContext
 
 __all__ = ["History", "TrainConfig", "evaluate", "fit", "load_checkpoint"]
 
@@ -129,17 +133,30 @@ def fit(
     train_transform: Transform | None = None,
     eval_transform: Callable[[Tensor], Tensor] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+    ctx: DistContext | None = None,
 ) -> History:
     """Train ``model`` with mini-batch SGD on in-memory tensors; see the module docstring.
 
     Each epoch shuffles with a generator seeded from ``config.seed`` (so a resumed run draws
     the same batches), logs ``epoch, lr, train_loss, train_accuracy, val_*, test_*, time``,
     and with ``run_dir`` checkpoints atomically. Early stopping watches validation accuracy
-    (training accuracy when no validation set is given).
+    (training accuracy when no validation set is given). ``loss_fn`` must average over the
+    batch.
+
+    With ``ctx`` (a :class:`bregnn.distributed.DistContext`) this is data-parallel training:
+    see :mod:`bregnn.distributed` for how global batches are sharded; only rank 0 writes files.
     """
     x_train, y_train = train
     if len(x_train) != len(y_train):
         raise ValueError(f"{len(x_train)} inputs but {len(y_train)} labels")
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    net = model
+    if ctx is not None:
+        from bregnn import distributed  # deferred: bregnn.distributed builds on this module
+
+        if config.batch_size < world:
+            raise ValueError(f"batch_size {config.batch_size} is smaller than world_size {world}")
+        net = distributed.wrap_model(model, ctx)
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
@@ -153,33 +170,37 @@ def fit(
         optimizer, milestones=list(config.milestones), gamma=config.gamma
     )
     generator = torch.Generator().manual_seed(config.seed)
-    aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    aug_generator = torch.Generator(device=device).manual_seed(config.seed + 1 + rank)
     run_path = Path(run_dir) if run_dir is not None else None
+    ckpt_path = run_path / "checkpoint.pt" if run_path is not None else None
     start_epoch, rows = 1, []
     best_acc, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
-    if resume and run_path is not None and (run_path / "checkpoint.pt").exists():
-        ckpt = load_checkpoint(run_path / "checkpoint.pt")
-        _load_model_state(model, ckpt["model"], run_path / "checkpoint.pt")
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        _load_model_state(model, ckpt["model"], ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         generator.set_state(ckpt["generator"])
-        aug_generator.set_state(ckpt["aug_generator"].to(aug_generator.get_state().device))
+        if world == 1:  # with several ranks the augmentation restarts from its seeds
+            aug_generator.set_state(ckpt["aug_generator"].to(aug_generator.get_state().device))
         start_epoch = int(ckpt["epoch"]) + 1
         best_acc, best_epoch = float(ckpt["best_acc"]), int(ckpt["best_epoch"])
         best_state, bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
         rows = [dict(r) for r in ckpt["rows"]]
-    logger = (
-        CSVLogger(run_path / "metrics.csv", resume=resume, keep_rows=len(rows))
-        if run_path
-        else None
-    )
-    if run_path is not None:
-        write_json({"config": asdict(config), "model": repr(model)}, run_path / "config.json")
+    logger = None
+    if run_path is not None and rank == 0:
+        logger = CSVLogger(run_path / "metrics.csv", resume=resume, keep_rows=len(rows))
+        write_json(
+            {"config": asdict(config), "model": repr(model), "world_size": world},
+            run_path / "config.json",
+        )
 
     stopped_early = False
-    model.train()
+    net.train()
     epochs = progress(
-        range(start_epoch, config.epochs + 1), desc=config.desc, enable=config.progress
+        range(start_epoch, config.epochs + 1),
+        desc=config.desc,
+        enable=config.progress and rank == 0,
     )
     n = len(x_train)
     for epoch in epochs:
@@ -188,26 +209,32 @@ def fit(
             break
         tic = time.perf_counter()
         order = torch.randperm(n, generator=generator)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = 0.0, 0.0
         for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
+            batch = order[start : start + config.batch_size]
+            idx = batch if world == 1 else distributed.shard(batch, rank, world)
             xb = x_train[idx].to(device, non_blocking=True)
             yb = y_train[idx].to(device, non_blocking=True)
             if train_transform is not None:
                 xb = train_transform(xb, aug_generator)
-            out = model(xb)
+            out = net(xb)
             loss = loss_fn(out, yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite training loss at epoch {epoch}: {loss.item()}"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if world == 1:
+                loss.backward()
+            else:  # DDP averages over ranks: weight each part by its share of the global batch
+                (loss * (len(idx) * world / len(batch))).backward()
             if config.clip is not None:
                 nn.utils.clip_grad_norm_(params, config.clip)
             optimizer.step()
             loss_sum += loss.item() * len(idx)
             correct += (out.argmax(-1) == yb).sum().item()
+        if world > 1:
+            loss_sum, correct = distributed.all_sum([loss_sum, correct], ctx)
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
@@ -216,10 +243,14 @@ def fit(
         }
         scheduler.step()
         for name, split in (("val", val), ("test", test)):
-            if split is not None:
-                row[f"{name}_loss"], row[f"{name}_accuracy"] = evaluate(
-                    model, *split, transform=eval_transform
-                )
+            if split is None:
+                continue
+            if world == 1:
+                scores = evaluate(model, *split, transform=eval_transform)
+            else:
+                scores = distributed.evaluate_sharded(model, split, ctx, eval_transform)
+            row[f"{name}_loss"], row[f"{name}_accuracy"] = scores
+        net.train()
         row["time"] = time.perf_counter() - tic
         watched = row.get("val_accuracy", row["train_accuracy"])
         if watched > best_acc:
@@ -232,7 +263,7 @@ def fit(
             logger.log(row)
         if hasattr(epochs, "set_postfix_str"):
             epochs.set_postfix_str(f"loss {row['train_loss']:.4f} acc {watched:.3f}")
-        if run_path is not None:
+        if ckpt_path is not None and rank == 0:
             atomic_save(
                 {
                     "model": model.state_dict(),
@@ -246,9 +277,12 @@ def fit(
                     "best_state": best_state,
                     "bad_epochs": bad_epochs,
                     "rows": rows,
+                    "world_size": world,
                 },
-                run_path / "checkpoint.pt",
+                ckpt_path,
             )
+        if world > 1:
+            distributed.barrier()
     if config.patience is not None and best_state is not None:
         model.load_state_dict(best_state)
     return History(rows, best_epoch, best_acc, stopped_early)
