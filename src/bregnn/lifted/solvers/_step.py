@@ -1,0 +1,128 @@
+r"""One joint proximal-gradient step on :math:`(\Theta, X)` of a lifted energy.
+
+Split :math:`E = H + G` (see :mod:`bregnn.lifted.network`) plus an optional proximal term
+:math:`\tfrac\tau2|\Theta - \Theta^{\mathrm{ref}}|^2` in :math:`H`. Every block takes a
+gradient step on :math:`H` with its own step size, then :math:`X` takes the prox of
+:math:`G`; all blocks are updated simultaneously from one evaluation of the residuals
+(the cost of one forward and one backward pass). Step sizes are ``step_scale`` over the
+Lipschitz constant of the block gradient:
+
+- :math:`\Theta_l = [W_l, b_l]`: :math:`H` depends on it through
+  :math:`\lambda_l\sum_i h(x_{l,i}, \Theta_l\tilde x_{l-1,i})` with
+  :math:`\tilde x = [x; 1]`, so
+  :math:`L_{\Theta_l} = \lambda_l\,c_l\,|\tilde X_{l-1}|_2^2 + \tau`, where :math:`c_l` bounds
+  :math:`\partial_z^2 h` (``Penalty.curvature_z``: :math:`L_\rho`, 1 for ReLU) and
+  :math:`\tilde X_{l-1}` is the batch matrix of inputs with a column of ones;
+- :math:`x_l` (per sample): :math:`\partial_x^2 h = 1` in its own layer and
+  :math:`W_{l+1}^\top \partial_z^2 h\,W_{l+1}` in the next, so
+  :math:`L_{x_l} = \lambda_l + \lambda_{l+1} c_{l+1} |W_{l+1}|_2^2`.
+
+With :math:`\lambda = 1`, ReLU and the MSE output these are
+:math:`\tau_W = 1.99/(|\tilde X_{l-1}|^2 + \tau)` and :math:`\tau_x = 1.99/(1 + |W_{l+1}|^2)`:
+the paper's constants up to the terms its split puts elsewhere. Squared spectral norms come
+from warm-started power iterations (:func:`~bregnn.lifted.solvers.base.power_step`).
+Since the blocks are coupled, ``step_scale = 1.99`` (the paper's choice) does not guarantee
+monotone descent of the joint step; ``step_scale <= 1`` is the conservative choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from bregnn.lifted.network import LiftedNetwork, Params
+from bregnn.lifted.penalties import Penalty
+from bregnn.lifted.solvers.base import power_step, power_step_augmented
+
+__all__ = ["initial_vectors", "joint_step", "output_curvature"]
+
+
+def output_curvature(network: LiftedNetwork) -> float:
+    """Bound on the second derivative of the output loss in ``z_L`` (1 for MSE and softmax)."""
+    return 1.0
+
+
+def initial_vectors(
+    network: LiftedNetwork, dtype: torch.dtype
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Deterministic starting vectors of the power iterations: for :math:`W_2..W_L` and for
+    the augmented inputs :math:`\\tilde X_0..\\tilde X_{L-1}`."""
+    sizes = network.sizes
+    w_vecs = tuple(torch.full((n,), n**-0.5, dtype=dtype) for n in sizes[1:-1])
+    x_vecs = tuple(torch.full((n + 1,), (n + 1) ** -0.5, dtype=dtype) for n in sizes[:-1])
+    return w_vecs, x_vecs
+
+
+def joint_step(
+    network: LiftedNetwork,
+    penalty: Penalty,
+    params: Params,
+    aux: Sequence[Tensor],
+    x0: Tensor,
+    y: Tensor,
+    w_vecs: Sequence[Tensor],
+    x_vecs: Sequence[Tensor],
+    *,
+    step_scale: float,
+    tau: float = 0.0,
+    anchor: Params | None = None,
+    shift: tuple[Params, Sequence[Tensor]] | None = None,
+) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """One step (see the module doc). ``anchor`` is :math:`\\Theta^{\\mathrm{ref}}` of the
+    proximal term (needed when ``tau > 0``); ``shift`` is added to every block before the
+    prox (heavy-ball momentum). Returns ``(params, aux, w_vecs, x_vecs)``."""
+    lambdas = network.lambdas
+    curv = [penalty.curvature_z(a) for a in network.activations] + [output_curvature(network)]
+    inputs = (x0, *aux)
+    new_x_vecs, step_w = [], []
+    for l, (inp, vec) in enumerate(zip(inputs, x_vecs, strict=True)):
+        sq, vec = power_step_augmented(inp, vec)
+        new_x_vecs.append(vec)
+        step_w.append(step_scale / (lambdas[l] * curv[l] * sq + tau))
+    new_w_vecs, step_x = [], []
+    for l, vec in enumerate(w_vecs):
+        sq, vec = power_step(params.weights[l + 1], vec)
+        new_w_vecs.append(vec)
+        step_x.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * sq))
+
+    grad, grad_aux, _ = network.smooth_grads(params, x0, aux, y, penalty)
+    weights, biases = [], []
+    for l, (w, b, gw, gb, t) in enumerate(
+        zip(params.weights, params.biases, grad.weights, grad.biases, step_w, strict=True)
+    ):
+        if tau > 0:
+            gw = gw + tau * (w - anchor.weights[l])
+            gb = gb + tau * (b - anchor.biases[l])
+        w_new, b_new = w - t * gw, b - t * gb
+        if shift is not None:
+            w_new, b_new = w_new + shift[0].weights[l], b_new + shift[0].biases[l]
+        weights.append(w_new)
+        biases.append(b_new)
+    half = [x - t * g for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
+    if shift is not None:
+        half = [h + s for h, s in zip(half, shift[1], strict=True)]
+    new_aux = network.prox_g(half, step_x, penalty)
+    return Params(tuple(weights), tuple(biases)), new_aux, tuple(new_w_vecs), tuple(new_x_vecs)
+
+
+def batch_metrics(
+    network: LiftedNetwork, penalty: Penalty, params: Params, aux: Sequence[Tensor], x0, y
+) -> Tensor:
+    """``[energy, loss, coupling_1.., consistency_1..]``, per-sample means over the batch."""
+    zs = network.pre_activations(params, x0, aux)
+    parts = network._energy_from(zs, aux, y, penalty)
+    m = x0.shape[0]
+    values = [parts.total / m, parts.loss / m, *(c / m for c in parts.coupling)]
+    values += network.consistency(zs, aux)
+    return torch.stack([v.reshape(()) for v in values]).detach()
+
+
+def metric_names(network: LiftedNetwork) -> list[str]:
+    n = len(network.activations)
+    return (
+        ["energy", "loss"]
+        + [f"coupling_{l}" for l in range(1, n + 1)]
+        + [f"consistency_{l}" for l in range(1, n + 1)]
+    )

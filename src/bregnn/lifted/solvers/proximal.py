@@ -1,0 +1,139 @@
+r"""Full-batch proximal gradient descent on :math:`(\Theta, X)` jointly (the paper's LBN-D).
+
+The state keeps :math:`X` for every sample. Each :meth:`update` is one joint step
+(:func:`~bregnn.lifted.solvers._step.joint_step`, no proximal term), optionally accelerated:
+
+- ``"nesterov"``: step at :math:`u^k + \beta_k(u^k - u^{k-1})`, :math:`\beta_k = (k-1)/(k+2)`;
+- ``"heavy-ball"``: :math:`u^{k+1} = \operatorname{prox}(u^k - t\nabla H(u^k)
+  + \beta(u^k - u^{k-1}))` with constant ``momentum`` :math:`\beta`.
+
+One epoch is ``inner_iters`` updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from bregnn.lifted.network import Params
+from bregnn.lifted.solvers._step import batch_metrics, initial_vectors, joint_step, metric_names
+from bregnn.lifted.solvers.base import Solver, check_positive
+
+__all__ = ["ACCELERATIONS", "ProximalGradientConfig", "ProximalGradientLifted", "ProximalState"]
+
+ACCELERATIONS = ("none", "nesterov", "heavy-ball")
+
+
+@dataclass(frozen=True)
+class ProximalGradientConfig:
+    """Settings of LBN-D: ``inner_iters`` steps per epoch, ``step_scale`` over the block
+    Lipschitz constants, ``acceleration`` in :data:`ACCELERATIONS`, ``momentum`` for
+    heavy-ball."""
+
+    inner_iters: int = 15
+    step_scale: float = 1.0
+    acceleration: str = "none"
+    momentum: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_positive("inner_iters", self.inner_iters, integer=True)
+        check_positive("step_scale", self.step_scale, upper=2.0)
+        if self.acceleration not in ACCELERATIONS:
+            raise ValueError(
+                f"unknown acceleration {self.acceleration!r}; valid: {list(ACCELERATIONS)}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
+
+
+class ProximalState(NamedTuple):
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor, ...]
+    aux: tuple[Tensor, ...]
+    prev_weights: tuple[Tensor, ...]
+    prev_biases: tuple[Tensor, ...]
+    prev_aux: tuple[Tensor, ...]
+    w_vectors: tuple[Tensor, ...]
+    x_vectors: tuple[Tensor, ...]
+    step: Tensor
+    metrics: Tensor
+
+
+def _lin(a: tuple[Tensor, ...], b: tuple[Tensor, ...], beta: float) -> tuple[Tensor, ...]:
+    """``a + beta (a - b)`` per tensor."""
+    return tuple(x + beta * (x - y) for x, y in zip(a, b, strict=True))
+
+
+class ProximalGradientLifted(Solver):
+    """LBN-D: full-batch proximal gradient on the lifted Bregman energy."""
+
+    name = "lbn-d"
+    full_batch = True
+    penalty_name = "bregman"
+    Config = ProximalGradientConfig
+    State = ProximalState
+
+    def metric_names(self) -> list[str]:
+        return metric_names(self.network)
+
+    def init_state(self, params: Params, x0: Tensor, y: Tensor) -> ProximalState:
+        self.network.check_params(params)
+        self.network.check_data(x0, y)
+        aux, _ = self.network.forward(params, x0)
+        w_vecs, x_vecs = initial_vectors(self.network, params.weights[0].dtype)
+        weights = tuple(w.clone() for w in params.weights)
+        biases = tuple(b.clone() for b in params.biases)
+        metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
+        return ProximalState(
+            weights, biases, aux, weights, biases, aux, w_vecs, x_vecs,
+            torch.zeros((), dtype=torch.int64), metrics,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def update(self, state: ProximalState, x0: Tensor, y: Tensor) -> ProximalState:
+        cfg = self.config
+        k = int(state.step)
+        params, aux = self.params(state), state.aux
+        shift = None
+        if cfg.acceleration == "nesterov" and k > 0:
+            beta = (k - 1) / (k + 2)
+            params = Params(
+                _lin(state.weights, state.prev_weights, beta),
+                _lin(state.biases, state.prev_biases, beta),
+            )
+            aux = _lin(state.aux, state.prev_aux, beta)
+        elif cfg.acceleration == "heavy-ball" and k > 0:
+            beta = cfg.momentum
+            shift = (
+                Params(
+                    tuple(
+                        beta * (a - b)
+                        for a, b in zip(state.weights, state.prev_weights, strict=True)
+                    ),
+                    tuple(
+                        beta * (a - b) for a, b in zip(state.biases, state.prev_biases, strict=True)
+                    ),
+                ),
+                tuple(beta * (a - b) for a, b in zip(state.aux, state.prev_aux, strict=True)),
+            )
+        new_params, new_aux, w_vecs, x_vecs = joint_step(
+            self.network, self.penalty, params, aux, x0, y, state.w_vectors, state.x_vectors,
+            step_scale=cfg.step_scale, shift=shift,
+        )  # fmt: skip
+        metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
+        return ProximalState(
+            new_params.weights, new_params.biases, new_aux,
+            state.weights, state.biases, state.aux,
+            w_vecs, x_vecs, state.step + 1, metrics,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def objective(self, state: ProximalState, x0: Tensor, y: Tensor) -> Tensor:
+        """:math:`E(\\Theta, X)/n` at the state's own auxiliary variables."""
+        return (
+            self.network.energy(self.params(state), x0, state.aux, y, self.penalty).total
+            / (x0.shape[0])
+        )
