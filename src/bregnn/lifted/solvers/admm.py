@@ -197,8 +197,3 @@ class LiftedADMM(BlockCoordinateDescent):
             self.network, self.penalty, params, layer, inputs[layer - 1], aux[layer - 1],
             targets[layer], self.config.beta, self.config.admm_iters,
         )  # fmt: skip
-
-    @torch.no_grad()
-    def update(self, state: ADMMState, x0: Tensor, y: Tensor) -> ADMMState:
-        new = super().update(state, x0, y)
-        return ADMMState(*new)

@@ -18,7 +18,7 @@ samples are updated at once (batched). Per variable:
 - closed form where one exists: the identity output / an identity hidden layer makes the
   :math:`\Theta_l` problem linear least squares,
   :math:`(\lambda_l\tilde X^\top\tilde X + \tau I)\tilde W^\top = \lambda_l\tilde X^\top T
-  + \tau\tilde W^{k\top}` (solved by ``torch.linalg.lstsq`` on the stacked system), and an
+  + \tau\tilde W^{k\top}` (Cholesky; ``lstsq`` for ``tau = 0``), and an
   identity hidden layer :math:`x_l` without regulariser whose next layer is the identity
   (or the MSE output) has the exact minimiser
   :math:`(\lambda_l I + \lambda_{l+1}W^\top W)x = \lambda_l z_l + \lambda_{l+1}W^\top(t - b)`;
@@ -162,16 +162,20 @@ def theta_block_least_squares(
     inputs: Tensor, target: Tensor, lam: float, tau: float, w: Tensor, b: Tensor
 ) -> tuple[Tensor, Tensor]:
     r"""Exact :math:`\arg\min_{W,b} \tfrac\lambda2|T - XW^\top - b|^2 + \tfrac\tau2
-    |[W, b] - [W^k, b^k]|^2` via ``lstsq`` on
-    :math:`[\sqrt\lambda\tilde X; \sqrt\tau I]\tilde W^\top = [\sqrt\lambda T; \sqrt\tau\tilde W^{k\top}]`."""
+    |[W, b] - [W^k, b^k]|^2`: for ``tau > 0`` the normal equations
+    :math:`(\lambda\tilde X^\top\tilde X + \tau I)\tilde W^\top = \lambda\tilde X^\top T
+    + \tau\tilde W^{k\top}` by Cholesky (deterministic); for ``tau = 0`` the minimum-norm
+    least-squares solution by ``torch.linalg.lstsq``."""
     xt = augmented(inputs)
-    a, rhs = lam**0.5 * xt, lam**0.5 * target
     if tau > 0:
         wk = torch.cat([w, b[:, None]], dim=1)
         eye = torch.eye(xt.shape[1], dtype=xt.dtype, device=xt.device)
-        a = torch.cat([a, tau**0.5 * eye])
-        rhs = torch.cat([rhs, tau**0.5 * wk.T])
-    sol = torch.linalg.lstsq(a, rhs).solution.T
+        chol = torch.linalg.cholesky(lam * (xt.T @ xt) + tau * eye)
+        sol = torch.cholesky_solve(lam * (xt.T @ target) + tau * wk.T, chol).T
+    else:
+        sol = torch.linalg.lstsq(
+            xt, target, driver="gelsd" if xt.device.type == "cpu" else None
+        ).solution.T
     return sol[:, :-1].contiguous(), sol[:, -1].contiguous()
 
 
@@ -285,7 +289,7 @@ class BlockCoordinateDescent(Solver):
         self.network.check_data(x0, y)
         aux, _ = self.network.forward(params, x0)
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
-        return BCDState(
+        return self.State(
             tuple(w.clone() for w in params.weights),
             tuple(b.clone() for b in params.biases),
             tuple(aux),
@@ -343,7 +347,7 @@ class BlockCoordinateDescent(Solver):
         aux = self.x_block(params, range(1, n_hidden + 1, 2), x0, state.aux, y)
         aux = self.x_block(params, range(2, n_hidden + 1, 2), x0, aux, y)
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
-        return BCDState(params.weights, params.biases, aux, state.step + 1, metrics)
+        return self.State(params.weights, params.biases, aux, state.step + 1, metrics)
 
     @torch.no_grad()
     def objective(self, state: BCDState, x0: Tensor, y: Tensor) -> Tensor:
