@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     write_json({**row, "epochs_run": args.epochs}, out / "final.json")
     print(
         f"{args.method}: epochs {args.epochs}, train acc {row['train_acc']:.4f}, "
-        f"test acc {row['test_acc']:.4f}, linear units {[round(row[k], 4) for k in row if k.startswith('linear_')]}"
+        f"test acc {row['test_acc']:.4f}, linear units "
+        f"{[round(v, 4) for k, v in row.items() if k.startswith('linear_')]}"
     )
     return 0

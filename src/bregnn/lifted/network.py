@@ -109,7 +109,7 @@ class LiftedNetwork:
             raise ValueError(f"layer sizes must be >= 2 positive integers; got {list(sizes)}")
         self.sizes = sizes
         n_hidden = len(sizes) - 2
-        if isinstance(activation_spec, (str, Activation)):
+        if isinstance(activation_spec, (str, nn.Module)):
             specs = [activation_spec] * n_hidden
         else:
             specs = list(activation_spec)
@@ -153,7 +153,8 @@ class LiftedNetwork:
 
     def __repr__(self) -> str:
         acts = [a.name for a in self.activations]
-        return f"LiftedNetwork(sizes={list(self.sizes)}, activations={acts}, output={self.output.name})"
+        out = self.output.name
+        return f"LiftedNetwork(sizes={list(self.sizes)}, activations={acts}, output={out})"
 
     def init_params(
         self, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
@@ -227,11 +228,12 @@ class LiftedNetwork:
     ) -> EnergyParts:
         """:math:`E(\\Theta, X)` summed over the batch, split into its parts."""
         zs = self.pre_activations(params, x0, aux)
-        return self._energy_from(zs, aux, y, penalty)
+        return self.energy_from(zs, aux, y, penalty)
 
-    def _energy_from(
+    def energy_from(
         self, zs: Sequence[Tensor], aux: Sequence[Tensor], y: Tensor, penalty: Penalty
     ) -> EnergyParts:
+        """The energy from precomputed pre-activations ``zs`` (see :meth:`pre_activations`)."""
         coupling = []
         reg_total = zs[-1].new_zeros(())
         for l, (x, z, act) in enumerate(zip(aux, zs, self.activations, strict=False)):
@@ -268,7 +270,8 @@ class LiftedNetwork:
         return Params(g_w, g_b), g_aux, zs
 
     def prox_g(self, aux: Sequence[Tensor], steps: Sequence[Tensor | float], penalty: Penalty):
-        """:math:`x_l \\mapsto \\operatorname{prox}_{t_l(\\lambda_l\\Psi_l + R_l)}(x_l)` per layer."""
+        """Per hidden layer :math:`x_l \\mapsto
+        \\operatorname{prox}_{t_l(\\lambda_l\\Psi_l + R_l)}(x_l)`."""
         out = []
         for l, (v, t, act) in enumerate(zip(aux, steps, self.activations, strict=True)):
             t_psi = t * self.lambdas[l] if penalty.uses_psi else 0.0

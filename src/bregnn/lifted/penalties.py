@@ -5,13 +5,12 @@ penalty :math:`P(x_l, z_l)`. Each penalty is split into a smooth part :math:`h(x
 (differentiated in closed form) and, when ``uses_psi``, the prox-friendly
 :math:`\Psi(x)` that goes into :math:`G`:
 
-============ ============================================== ========================= =====
-name         :math:`h(x, z)` per sample                      :math:`(\nabla_x h, \nabla_z h)` G
-============ ============================================== ========================= =====
-bregman      :math:`\tfrac12|x|^2 + \phi^*(z) - \langle x,z\rangle` :math:`(x - z, \rho(z) - x)` Psi
-quadratic    :math:`\tfrac12|x - z|^2` (Askari et al.)        :math:`(x - z, z - x)`     Psi
-mac          :math:`\tfrac12|x - \rho(z)|^2` (MAC-QP)         :math:`(x-\rho(z), \rho'(z)(\rho(z)-x))` none
-============ ============================================== ========================= =====
+- ``bregman``: :math:`h = \tfrac12|x|^2 + \phi^*(z) - \langle x,z\rangle`,
+  :math:`\nabla h = (x - z, \rho(z) - x)`, :math:`\Psi` in :math:`G`;
+- ``quadratic`` (Askari et al.): :math:`h = \tfrac12|x - z|^2`,
+  :math:`\nabla h = (x - z, z - x)`, :math:`\Psi` in :math:`G`;
+- ``mac`` (MAC-QP): :math:`h = \tfrac12|x - \rho(z)|^2`,
+  :math:`\nabla h = (x - \rho(z), \rho'(z)(\rho(z) - x))`, no :math:`G`.
 
 ``curvature_z(act)`` bounds the second derivative of :math:`h` in :math:`z`
 (:math:`\rho' \le L_\rho` for Bregman, 1 for the quadratic penalty, :math:`L_\rho^2` for

@@ -112,7 +112,7 @@ def batch_metrics(
 ) -> Tensor:
     """``[energy, loss, coupling_1.., consistency_1..]``, per-sample means over the batch."""
     zs = network.pre_activations(params, x0, aux)
-    parts = network._energy_from(zs, aux, y, penalty)
+    parts = network.energy_from(zs, aux, y, penalty)
     m = x0.shape[0]
     values = [parts.total / m, parts.loss / m, *(c / m for c in parts.coupling)]
     values += network.consistency(zs, aux)

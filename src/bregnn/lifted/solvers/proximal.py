@@ -7,6 +7,10 @@ The state keeps :math:`X` for every sample. Each :meth:`update` is one joint ste
 - ``"heavy-ball"``: :math:`u^{k+1} = \operatorname{prox}(u^k - t\nabla H(u^k)
   + \beta(u^k - u^{k-1}))` with constant ``momentum`` :math:`\beta`.
 
+The energy is not convex, so both use a monotone restart: a momentum step that increases
+:math:`E` is rejected and the momentum is reset (:math:`k = 0`, O'Donoghue & Candes), after
+which a plain proximal-gradient step is taken.
+
 One epoch is ``inner_iters`` updates.
 """
 
@@ -59,6 +63,7 @@ class ProximalState(NamedTuple):
     w_vectors: tuple[Tensor, ...]
     x_vectors: tuple[Tensor, ...]
     step: Tensor
+    momentum_step: Tensor
     metrics: Tensor
 
 
@@ -89,13 +94,13 @@ class ProximalGradientLifted(Solver):
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
         return ProximalState(
             weights, biases, aux, weights, biases, aux, w_vecs, x_vecs,
-            torch.zeros((), dtype=torch.int64), metrics,
+            torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64), metrics,
         )  # fmt: skip
 
     @torch.no_grad()
     def update(self, state: ProximalState, x0: Tensor, y: Tensor) -> ProximalState:
         cfg = self.config
-        k = int(state.step)
+        k = int(state.momentum_step)
         params, aux = self.params(state), state.aux
         shift = None
         if cfg.acceleration == "nesterov" and k > 0:
@@ -124,10 +129,17 @@ class ProximalGradientLifted(Solver):
             step_scale=cfg.step_scale, shift=shift,
         )  # fmt: skip
         metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
+        if k > 0 and cfg.acceleration != "none" and not metrics[0] <= state.metrics[0]:
+            # restart: reject the momentum step, drop the momentum
+            return state._replace(
+                prev_weights=state.weights, prev_biases=state.biases, prev_aux=state.aux,
+                w_vectors=w_vecs, x_vectors=x_vecs, step=state.step + 1,
+                momentum_step=torch.zeros_like(state.momentum_step),
+            )  # fmt: skip
         return ProximalState(
             new_params.weights, new_params.biases, new_aux,
             state.weights, state.biases, state.aux,
-            w_vecs, x_vecs, state.step + 1, metrics,
+            w_vecs, x_vecs, state.step + 1, state.momentum_step + 1, metrics,
         )  # fmt: skip
 
     @torch.no_grad()

@@ -1,0 +1,115 @@
+"""Lifted Bregman training: time per epoch (LBN-S vs SGD-BP) and peak memory.
+
+Prints
+
+- seconds per epoch of LBN-S (N inner iterations) and of SGD-BP on the same subset, measured
+  in the same process, and the ratio ``LBN-S epoch / (N x SGD-BP epoch)``;
+- peak RSS of one LBN-S epoch on 10k and on 60k samples, each in a fresh subprocess
+  (``resource.getrusage``), next to the size of the data set itself: LBN-S keeps the
+  auxiliary variables X of one mini-batch only.
+
+Usage: ``python benchmarks/bench_lifted.py [--data-dir DIR] [--samples 10000] [--repeats 3]``.
+Uses Fashion-MNIST if found, else random data of the same shape. One intra-op thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from bregnn.lifted import LiftedNetwork, make_solver, one_hot
+from bregnn.lifted._idx import load_idx_dataset
+from bregnn.utils import default_data_dir
+
+
+def _data(data_dir, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    try:
+        x, labels = load_idx_dataset("fashion-mnist", data_dir, "train")
+        source = "fashion-mnist"
+    except FileNotFoundError:
+        gen = torch.Generator().manual_seed(0)
+        x, labels = (
+            torch.rand(60000, 784, generator=gen),
+            torch.randint(0, 10, (60000,), generator=gen),
+        )
+        source = "random"
+    return x[:n], one_hot(labels[:n], 10), source
+
+
+def _epoch_time(method: str, x, y, inner_iters: int, repeats: int, track: bool = True) -> float:
+    net = LiftedNetwork([784, 64, 64, 10], "relu")
+    solver = make_solver(
+        method, net, batch_size=100, inner_iters=inner_iters, tau=100.0, lr=0.1, track=track
+    )
+    state = solver.init_state(net.init_params(torch.Generator().manual_seed(0)), x, y)
+    gen = torch.Generator().manual_seed(0)
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        state, _ = solver.epoch(state, x, y, gen)
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def _memory_child(data_dir: str, n: int) -> None:
+    x, y, _ = _data(data_dir, n)
+    data_mb = (x.numel() * x.element_size() + y.numel() * y.element_size()) / 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _epoch_time("lbn-s", x, y, 15, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": n, "data_mb": data_mb, "rss_after_load_mb": before, "peak_mb": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(default_data_dir()))
+    parser.add_argument("--samples", type=int, default=10000)
+    parser.add_argument("--inner-iters", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.memory_child is not None:
+        _memory_child(args.data_dir, args.memory_child)
+        return
+
+    x, y, source = _data(args.data_dir, args.samples)
+    n_iters = args.inner_iters
+    print(f"data: {source}, {x.shape[0]} samples, 784-64-64-10 ReLU, batch 100, N = {n_iters}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    sgd = _epoch_time("sgd-bp", x, y, n_iters, args.repeats)
+    lbn = _epoch_time("lbn-s", x, y, n_iters, args.repeats, track=True)
+    lbn_plain = _epoch_time("lbn-s", x, y, n_iters, args.repeats, track=False)
+    print(f"SGD-BP epoch:                      {sgd:8.3f} s")
+    print(f"LBN-S epoch (with batch metrics):  {lbn:8.3f} s")
+    print(f"LBN-S epoch (track=False):         {lbn_plain:8.3f} s")
+    print(f"ratio LBN-S / (N x SGD-BP):        {lbn / (n_iters * sgd):8.3f} (with metrics)")
+    print(f"ratio LBN-S / (N x SGD-BP):        {lbn_plain / (n_iters * sgd):8.3f} (track=False)")
+    if args.skip_memory:
+        return
+    for n in (10000, 60000):
+        out = subprocess.run(
+            [sys.executable, __file__, "--data-dir", args.data_dir, "--memory-child", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"peak RSS, one LBN-S epoch on {n:6d} samples: {rec['peak_mb']:7.1f} MiB "
+            f"(data {rec['data_mb']:6.1f} MiB, "
+            f"RSS after loading {rec['rss_after_load_mb']:7.1f} MiB)"
+        )
+
+
+if __name__ == "__main__":
+    main()

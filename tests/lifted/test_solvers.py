@@ -1,0 +1,233 @@
+"""One contract suite over every registered solver, plus agreement and optimality checks."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from bregnn.lifted import SOLVERS, LiftedNetwork, Params, get_solver, make_solver, one_hot
+from bregnn.lifted.penalties import penalty
+from bregnn.lifted.solvers import state_from_dict, state_to_dict
+from bregnn.lifted.solvers._step import initial_vectors, joint_step
+
+FAST = {"batch_size": 10, "inner_iters": 5, "tau": 10.0, "lr": 0.1}
+
+
+def _teacher(seed=0, m=40, sizes=(6, 5, 4, 3), act="relu", dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    net = LiftedNetwork(sizes, act)
+    teacher = net.init_params(gen, dtype=dtype)
+    teacher = teacher._replace(
+        biases=tuple(0.2 * torch.randn(b.shape, generator=gen, dtype=dtype) for b in teacher.biases)
+    )
+    x0 = torch.randn(m, sizes[0], generator=gen, dtype=dtype)
+    _, z_out = net.forward(teacher, x0)
+    y = one_hot(z_out.argmax(-1), sizes[-1], dtype)
+    return net, teacher, net.init_params(gen, dtype=dtype), x0, y
+
+
+def _leaves(state):
+    for value in state:
+        yield from value if isinstance(value, tuple) else (value,)
+
+
+def _train(name, epochs=3, seed=0):
+    net, _, params, x0, y = _teacher()
+    solver = make_solver(name, net, **FAST)
+    state = solver.init_state(params, x0, y)
+    gen = torch.Generator().manual_seed(seed)
+    start = solver.objective(state, x0, y)
+    for _ in range(epochs):
+        state, metrics = solver.epoch(state, x0, y, gen)
+    return solver, state, start, solver.objective(state, x0, y), metrics
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_objective_decreases(name):
+    _, _, start, end, metrics = _train(name)
+    assert torch.isfinite(end) and end < start
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_state_keeps_types_and_roundtrips(name):
+    net, _, params, x0, y = _teacher()
+    solver = make_solver(name, net, **FAST)
+    state = solver.init_state(params, x0, y)
+    m = x0.shape[0] if solver.full_batch else 10
+    new = solver.update(state, x0[:m], y[:m])
+    assert type(new) is solver.State is type(state)
+    assert all(isinstance(t, torch.Tensor) for t in _leaves(new))
+    for a, b in zip(_leaves(state), _leaves(new), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+    assert int(new.step) == 1
+    buffer = io.BytesIO()
+    torch.save(state_to_dict(new), buffer)
+    buffer.seek(0)
+    back = state_from_dict(solver.State, torch.load(buffer, weights_only=True))
+    for a, b in zip(_leaves(new), _leaves(back), strict=True):
+        assert torch.equal(a, b)
+    assert isinstance(solver.params(new), Params)
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_fixed_seed_is_deterministic(name):
+    _, s1, _, _, _ = _train(name, epochs=2, seed=3)
+    _, s2, _, _, _ = _train(name, epochs=2, seed=3)
+    for a, b in zip(_leaves(s1), _leaves(s2), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown method 'lbn-x'.*lbn-s.*sgd-bp.*mac-qp"):
+        get_solver("lbn-x")
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "value"),
+    [
+        ("lbn-s", "tau", 0.0),
+        ("lbn-s", "tau", -1.0),
+        ("lbn-s", "inner_iters", 0),
+        ("lbn-s", "step_scale", 2.5),
+        ("lbn-d", "step_scale", 0.0),
+        ("lbn-d", "acceleration", "adam"),
+        ("sgd-bp", "lr", 0.0),
+        ("isgd-bp", "tau", -3.0),
+        ("gd-bp", "inner_iters", -1),
+        ("lifted-quadratic", "batch_size", 0),
+    ],
+)
+def test_bad_settings_name_the_value(name, setting, value):
+    net, *_ = _teacher()
+    with pytest.raises(ValueError, match=setting):
+        make_solver(name, net, **{setting: value})
+
+
+def test_epochs_must_be_positive():
+    net, _, params, x0, y = _teacher()
+    solver = make_solver("lbn-s", net)
+    with pytest.raises(ValueError, match="epochs"):
+        solver.run(solver.init_state(params, x0, y), x0, y, 0, torch.Generator())
+
+
+def test_wrong_layer_sizes_in_data():
+    net, _, params, x0, y = _teacher()
+    solver = make_solver("lbn-s", net)
+    state = solver.init_state(params, x0, y)
+    with pytest.raises(ValueError, match="first layer size is 6"):
+        solver.epoch(state, x0[:, :4], y, torch.Generator())
+
+
+def test_proximal_gradient_and_implicit_stochastic_agree():
+    """A convex problem (one layer, MSE): LBN-D, and LBN-S on one full batch with many inner
+    iterations, reach the same (least-squares) minimiser and the same energy. (LBN-S is then
+    the proximal point method; any tau gives the same limit, tau = 1 gets there in a few
+    outer steps.)"""
+    gen = torch.Generator().manual_seed(1)
+    net = LiftedNetwork([5, 3], "relu")
+    x0 = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    params = net.init_params(gen, dtype=torch.float64)
+    lbn_d = make_solver("lbn-d", net, inner_iters=200, acceleration="nesterov")
+    sd = lbn_d.run(lbn_d.init_state(params, x0, y), x0, y, 2, gen)
+    lbn_s = make_solver("lbn-s", net, batch_size=30, inner_iters=200, tau=1.0)
+    ss = lbn_s.run(lbn_s.init_state(params, x0, y), x0, y, 12, gen)
+    design = torch.cat([x0, torch.ones(30, 1, dtype=torch.float64)], 1)
+    theta = torch.linalg.lstsq(design, y).solution
+    for state in (sd, ss):
+        torch.testing.assert_close(state.weights[0], theta[:5].T, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(state.biases[0], theta[5], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(lbn_d.objective(sd, x0, y), lbn_s.objective(ss, x0, y))
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "soft_threshold", "isru"])
+def test_consistent_network_is_a_fixed_point_of_lifted_bregman(act):
+    """At x_l = rho(W x_{l-1} + b) with a zero output loss every block gradient of the Bregman
+    energy vanishes and prox_{t Psi}((1-t) rho(z) + t z) = rho(z): the joint step stays put."""
+    net, teacher, _, x0, _ = _teacher(act=act, dtype=torch.float64)
+    hidden, z_out = net.forward(teacher, x0)
+    w_vecs, x_vecs = initial_vectors(net, torch.float64)
+    params, aux, _, _ = joint_step(
+        net, penalty("bregman"), teacher, hidden, x0, z_out, w_vecs, x_vecs, step_scale=1.0
+    )
+    for a, b in zip(
+        (*params.weights, *params.biases, *aux),
+        (*teacher.weights, *teacher.biases, *hidden),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+    zs = net.pre_activations(params, x0, aux)
+    assert max(c.item() for c in net.consistency(zs, aux)) < 1e-9
+    # the classical lifted network moves away from the consistent ReLU network
+    if act == "relu":
+        params_q, _, _, _ = joint_step(
+            net, penalty("quadratic"), teacher, hidden, x0, z_out, w_vecs, x_vecs, step_scale=1.0
+        )
+        moved = max(
+            (a - b).abs().max().item()
+            for a, b in zip(params_q.weights, teacher.weights, strict=True)
+        )
+        assert moved > 1e-3
+
+
+def _fit_one_layer(pen_name, x0, x1, iters=3000):
+    """Minimise sum_i h(x1_i, W x0_i + b) over (W, b) by gradient descent, with the penalty's
+    closed-form gradient (x1 fixed)."""
+    pen, act = (
+        penalty(pen_name),
+        LiftedNetwork([x0.shape[1], x1.shape[1], 1], "relu").activations[0],
+    )
+    design = torch.cat([x0, torch.ones(x0.shape[0], 1, dtype=x0.dtype)], 1)
+    step = 1.0 / torch.linalg.matrix_norm(design, 2) ** 2
+    theta = torch.zeros(design.shape[1], x1.shape[1], dtype=x0.dtype)
+    for _ in range(iters):
+        _, g_z = pen.grads(x1, design @ theta, act)
+        theta = theta - step * design.T @ g_z
+    return theta, design
+
+
+def test_classical_lifted_optimum_is_affine_bregman_is_not():
+    """Fit one layer to ReLU targets x1 = relu(W* x0 + b*) (with many zeros). The classical
+    penalty |x1 - W x0 - b|^2 is minimised by the affine least-squares fit (the paper's eq. 8:
+    the layer acts linearly, z = x1 on active units up to the fit), while the Bregman penalty
+    recovers a consistent ReLU layer (relu(z) = x1, energy 0)."""
+    gen = torch.Generator().manual_seed(4)
+    x0 = torch.randn(200, 4, generator=gen, dtype=torch.float64)
+    w_star = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    x1 = torch.relu(x0 @ w_star + 0.1)
+    assert (x1 == 0).double().mean() > 0.3
+    theta_q, design = _fit_one_layer("quadratic", x0, x1)
+    torch.testing.assert_close(
+        theta_q, torch.linalg.lstsq(design, x1).solution, atol=1e-6, rtol=1e-6
+    )
+    assert (torch.relu(design @ theta_q) - x1).abs().max() > 0.1
+    theta_b, _ = _fit_one_layer("bregman", x0, x1)
+    assert (torch.relu(design @ theta_b) - x1).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("acceleration", ["none", "nesterov", "heavy-ball"])
+def test_lbn_d_accelerations_decrease_the_energy(acceleration):
+    net, _, params, x0, y = _teacher()
+    solver = make_solver("lbn-d", net, inner_iters=30, acceleration=acceleration, momentum=0.5)
+    state = solver.init_state(params, x0, y)
+    start = solver.objective(state, x0, y)
+    state = solver.run(state, x0, y, 2, torch.Generator())
+    assert solver.objective(state, x0, y) < 0.8 * start
+
+
+def test_l1_regulariser_sparsifies_the_auxiliary_layer():
+    from bregnn.lifted import L1
+
+    _, _, params, x0, y = _teacher()
+    zeros = []
+    for regs in (None, {1: L1(0.05)}):
+        net = LiftedNetwork([6, 5, 4, 3], "relu", regularisers=regs)
+        solver = make_solver("lbn-d", net, inner_iters=50)
+        state = solver.run(solver.init_state(params, x0, y), x0, y, 2, torch.Generator())
+        zeros.append((state.aux[0] == 0).double().mean().item())
+        parts = net.energy(solver.params(state), x0, state.aux, y, solver.penalty)
+        assert (parts.regulariser > 0) == (regs is not None)
+    assert zeros[1] > zeros[0]
