@@ -162,3 +162,46 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
         main(["lifted-autoencoder", *COMMON, "--data-dir", str(tmp_path), "--epochs", "1"])
     assert exc.value.code == 2
     assert "not found" in capsys.readouterr().err
+
+
+def _distributed_worker(rank: int, port: int, argv: list[str]) -> None:
+    import os
+
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    torch.set_num_threads(1)
+    assert main(argv) == 0
+
+
+def test_distributed_run_with_two_processes(tmp_path, data_dir):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "dp"
+    argv = [
+        "lifted-autoencoder", *COMMON, "--data-dir", str(data_dir), "--out", str(out),
+        "--method", "lbn-s", "--epochs", "2", "--distributed", "--backend", "gloo",
+        "--no-figures",
+    ]  # fmt: skip
+    mp.spawn(_distributed_worker, args=(port, argv), nprocs=2, join=True)
+    rows = _rows(out / "lbn-s" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert float(rows[1]["train_objective"]) < float(rows[0]["train_objective"])
+
+
+def test_distributed_resume_is_refused(tmp_path, data_dir):
+    from bregnn.cli import build_parser
+    from bregnn.experiments.lifted_autoencoder import _validate
+
+    args = build_parser().parse_args(["lifted-autoencoder", *COMMON, "--distributed", "--resume"])
+    with pytest.raises(ValueError, match="--resume is not supported with --distributed"):
+        _validate(args)
+    args = build_parser().parse_args(["lifted-autoencoder", *COMMON, "--sync-every", "0"])
+    with pytest.raises(ValueError, match="--sync-every must be a positive integer"):
+        _validate(args)

@@ -9,6 +9,11 @@ sparsity on the training and validation sets), ``checkpoint.pt`` (atomic, every 
 ``summary.json`` (the best learning rate of each backprop method), ``curves.png`` and
 ``reconstructions.png`` (original / noisy / reconstructed validation images).
 
+Data-parallel training (model averaging, equation 23): ``--distributed`` under
+``torchrun --nproc_per_node P -m bregnn.cli lifted-autoencoder --distributed ...``; each
+rank trains on its shard and the parameters are averaged every ``--sync-every`` batches;
+rank 0 evaluates on all the data, logs, checkpoints and draws the figures.
+
 Methods: ``gd-bp``, ``sgd-bp``, ``isgd-bp`` (backprop on the whole objective), ``undercomplete``
 (``sgd-bp`` on a ``784-W-70-W-784`` network without sparsity term) and every lifted solver of
 the registry (``lbn-s``, ``lbn-d``, ``bcd``, ``admm``, ...).
@@ -34,6 +39,14 @@ from bregnn.lifted.autoencoder import (
     plot_reconstructions,
     sparse_autoencoder,
     undercomplete_autoencoder,
+)
+from bregnn.lifted.distributed import (
+    DistContext,
+    barrier,
+    data_parallel_epoch,
+    destroy_distributed,
+    init_distributed,
+    shard,
 )
 from bregnn.lifted.network import LiftedNetwork
 from bregnn.lifted.solvers import SOLVERS, config_from, state_from_dict, state_to_dict
@@ -99,6 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $BREGNN_DATA")
     parser.add_argument("--out", type=Path, default=None, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel model averaging (start with torchrun; rank 0 logs and saves)",
+    )
+    parser.add_argument(
+        "--sync-every", type=int, default=1, help="--distributed: batches between averages"
+    )
+    parser.add_argument("--backend", default="auto", help="--distributed: auto|gloo|nccl")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -127,6 +149,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--alpha must be >= 0; got {args.alpha}")
     if not args.denoise >= 0:
         raise ValueError(f"--denoise (noise std) must be >= 0; got {args.denoise}")
+    if args.distributed and args.resume:
+        raise ValueError("--resume is not supported with --distributed (per-rank batch order)")
+    if not args.sync_every >= 1:
+        raise ValueError(f"--sync-every must be a positive integer; got {args.sync_every}")
 
 
 def _network(method: str, args: argparse.Namespace, dim: int) -> tuple[LiftedNetwork, int]:
@@ -150,13 +176,20 @@ def train_method(
     args: argparse.Namespace,
     settings: dict,
     out: Path,
+    ctx: DistContext | None = None,
 ) -> tuple[list[dict], dict]:
     """Train one run; returns its per-epoch rows and its reconstructions of the first
-    validation images (``{"recon": tensor}``)."""
+    validation images (``{"recon": tensor}``). With a distributed ``ctx`` every rank trains
+    on its shard with model averaging (:func:`~bregnn.lifted.distributed.data_parallel_epoch`)
+    and rank 0 evaluates on all the data, logs and checkpoints."""
+    ctx = ctx or DistContext()
     network, code_layer = _network(method, args, data.train_input.shape[1])
     solver = _solver(method, network, settings)
     run_dir = out / run_name
-    generator = seed_everything(args.seed)
+    generator = seed_everything(args.seed + ctx.rank)
+    x_fit, y_fit = data.train_input, data.train_target
+    if ctx.initialized:
+        x_fit, y_fit = shard([x_fit, y_fit], ctx)
     ckpt_path = run_dir / "checkpoint.pt"
     start = 0
     if args.resume and ckpt_path.exists():
@@ -166,16 +199,28 @@ def train_method(
         start = int(ckpt["epoch"])
     else:
         params = network.init_params(torch.Generator().manual_seed(args.seed))
-        state = solver.init_state(params, data.train_input, data.train_target)
-    logger = CSVLogger(run_dir / "metrics.csv", resume=args.resume, keep_rows=start)
+        state = solver.init_state(params, x_fit, y_fit)
+    main = ctx.is_main
+    logger = (
+        CSVLogger(run_dir / "metrics.csv", resume=args.resume, keep_rows=start) if main else None
+    )
     rows: list[dict] = []
     if start > 0:
         rows = _read_rows(run_dir / "metrics.csv")
-    bar = progress(range(start, args.epochs), desc=run_name, enable=not args.no_progress)
+    enable = main and not args.no_progress
+    bar = progress(range(start, args.epochs), desc=run_name, enable=enable)
     for epoch in bar:
         tic = time.perf_counter()
-        state, metrics = solver.epoch(state, data.train_input, data.train_target, generator)
+        if ctx.initialized:
+            state, _ = data_parallel_epoch(
+                solver, state, x_fit, y_fit, generator, ctx, sync_every=args.sync_every
+            )
+            metrics = dict(zip(solver.metric_names(), state.metrics.tolist(), strict=True))
+        else:
+            state, metrics = solver.epoch(state, x_fit, y_fit, generator)
         elapsed = time.perf_counter() - tic
+        if not main:
+            continue
         params = solver.params(state)
         train = evaluate_autoencoder(
             network, params, data.train_input, data.train_target, code_layer
@@ -186,7 +231,7 @@ def train_method(
         row.update({f"val_{k}": v for k, v in val.items()})
         row.update({f"batch_{k}": v for k, v in metrics.items()})
         row["epoch_time_s"] = elapsed
-        logger.log(row)
+        logger.log(row)  # type: ignore[union-attr]
         rows.append(row)
         atomic_save(
             {
@@ -206,6 +251,8 @@ def train_method(
     params = solver.params(state)
     with torch.no_grad():
         _, recon = network.forward(params, data.val_input[:8])
+    if not main:
+        return rows, {"recon": recon}
     atomic_save(recon, run_dir / "recon.pt")
     if rows:
         write_json({**rows[-1], "method": method, "solver": repr(solver)}, run_dir / "final.json")
@@ -249,6 +296,14 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    ctx = init_distributed(args.backend) if args.distributed else DistContext()
+    try:
+        return _run(args, ctx)
+    finally:
+        destroy_distributed(ctx)
+
+
+def _run(args: argparse.Namespace, ctx: DistContext) -> int:
     out = args.out or Path("runs") / NAME / f"{args.dataset}-{args.train_size}-seed{args.seed}"
     data = autoencoder_data(
         args.dataset,
@@ -258,15 +313,18 @@ def run(args: argparse.Namespace) -> int:
         args.val_size,
         args.denoise,
     )
-    write_json(
-        {
-            **{k: v for k, v in vars(args).items() if k != "resume"},
-            "train_samples": int(data.train_input.shape[0]),
-            "val_samples": int(data.val_input.shape[0]),
-            "torch_threads": torch.get_num_threads(),
-        },
-        out / "config.json",
-    )
+    main = ctx.is_main
+    if main:
+        write_json(
+            {
+                **{k: v for k, v in vars(args).items() if k != "resume"},
+                "train_samples": int(data.train_input.shape[0]),
+                "val_samples": int(data.val_input.shape[0]),
+                "torch_threads": torch.get_num_threads(),
+                "world_size": ctx.world_size,
+            },
+            out / "config.json",
+        )
     summary_path = out / "summary.json"
     summary: dict[str, dict] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for method in args.method:
@@ -279,11 +337,13 @@ def run(args: argparse.Namespace) -> int:
             if lr is not None:
                 settings["lr"] = lr
                 run_name = f"{method}-lr{lr:g}" if len(grid) > 1 else method
-            rows, extra = train_method(method, run_name, data, args, settings, out)
+            rows, extra = train_method(method, run_name, data, args, settings, out, ctx)
             final = rows[-1]["train_objective"] if rows else math.inf
             if best is None or final < best[0] or not math.isfinite(best[0]):
                 best = (final, lr, run_name, rows, extra["recon"])
         final, lr, run_name, rows, recon = best
+        if not main:
+            continue
         label = method if lr is None else f"{method} (lr {lr:g})"
         summary[method] = {"run": run_name, "lr": lr, **(rows[-1] if rows else {})}
         write_json(summary, summary_path)
@@ -294,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{last['train_objective']:.5g}, val loss {last['val_loss']:.5g}, "
                 f"code sparsity {last['train_sparsity']:.2f}%"
             )
-    if not args.no_figures:
+    if main and not args.no_figures:
         make_figures(out, data, args)
+    barrier(ctx)
     return 0

@@ -24,7 +24,7 @@ A solver is usable here when its state is a ``NamedTuple`` whose parameter field
 
 Example (two processes on one machine)::
 
-    torchrun --nproc_per_node 2 -m bregnn.cli lifted-autoencoder --distributed ...
+    torchrun --nproc_per_node 2 -m bregnn.cli lifted-autoencoder --distributed --backend gloo ...
 """
 
 from __future__ import annotations
