@@ -317,7 +317,7 @@ def _run(args: argparse.Namespace, ctx: DistContext) -> int:
     if main:
         write_json(
             {
-                **{k: v for k, v in vars(args).items() if k != "resume"},
+                **{k: v for k, v in vars(args).items() if k != "resume" and not k.startswith("_")},
                 "train_samples": int(data.train_input.shape[0]),
                 "val_samples": int(data.val_input.shape[0]),
                 "torch_threads": torch.get_num_threads(),
