@@ -258,9 +258,11 @@ class LiftedNetwork:
         g_x_own: list[Tensor] = []
         for l, (x, z, act) in enumerate(zip(aux, zs, self.activations, strict=False)):
             gx, gz = penalty.grads(x, z, act)
-            g_x_own.append(self.lambdas[l] * gx)
-            g_z.append(self.lambdas[l] * gz)
-        g_z.append(self.lambdas[-1] * (self.output.rho(zs[-1]) - y))
+            lam = self.lambdas[l]
+            g_x_own.append(gx if lam == 1.0 else lam * gx)
+            g_z.append(gz if lam == 1.0 else lam * gz)
+        g_out = self.output.rho(zs[-1]) - y
+        g_z.append(g_out if self.lambdas[-1] == 1.0 else self.lambdas[-1] * g_out)
         g_w = tuple(g.T @ x for g, x in zip(g_z, inputs, strict=True))
         g_b = tuple(g.sum(0) for g in g_z)
         g_aux = tuple(

@@ -69,23 +69,30 @@ def joint_step(
     tau: float = 0.0,
     anchor: Params | None = None,
     shift: tuple[Params, Sequence[Tensor]] | None = None,
+    input_sq: float | None = None,
 ) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]:
     """One step (see the module doc). ``anchor`` is :math:`\\Theta^{\\mathrm{ref}}` of the
     proximal term (needed when ``tau > 0``); ``shift`` is added to every block before the
-    prox (heavy-ball momentum). Returns ``(params, aux, w_vecs, x_vecs)``."""
+    prox (heavy-ball momentum); ``input_sq`` is :math:`|\\tilde X_0|_2^2` when the caller
+    already knows it (the input of a batch does not change during its inner iterations).
+    Returns ``(params, aux, w_vecs, x_vecs)``."""
     lambdas = network.lambdas
     curv = [penalty.curvature_z(a) for a in network.activations] + [output_curvature(network)]
     inputs = (x0, *aux)
     new_x_vecs, step_w = [], []
     for l, (inp, vec) in enumerate(zip(inputs, x_vecs, strict=True)):
-        sq, vec = power_step_augmented(inp, vec)
+        if l == 0 and input_sq is not None:
+            sq = input_sq
+        else:
+            sq, vec = power_step_augmented(inp, vec)
+            sq = float(sq)
         new_x_vecs.append(vec)
         step_w.append(step_scale / (lambdas[l] * curv[l] * sq + tau))
     new_w_vecs, step_x = [], []
     for l, vec in enumerate(w_vecs):
         sq, vec = power_step(params.weights[l + 1], vec)
         new_w_vecs.append(vec)
-        step_x.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * sq))
+        step_x.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
 
     grad, grad_aux, _ = network.smooth_grads(params, x0, aux, y, penalty)
     weights, biases = [], []
@@ -93,14 +100,16 @@ def joint_step(
         zip(params.weights, params.biases, grad.weights, grad.biases, step_w, strict=True)
     ):
         if tau > 0:
-            gw = gw + tau * (w - anchor.weights[l])
-            gb = gb + tau * (b - anchor.biases[l])
-        w_new, b_new = w - t * gw, b - t * gb
+            # w - t (gw + tau (w - a)) = (1 - t tau) w + t tau a - t gw, fused
+            w_new = w.mul(1 - t * tau).add_(anchor.weights[l], alpha=t * tau).add_(gw, alpha=-t)
+            b_new = b.mul(1 - t * tau).add_(anchor.biases[l], alpha=t * tau).add_(gb, alpha=-t)
+        else:
+            w_new, b_new = torch.add(w, gw, alpha=-t), torch.add(b, gb, alpha=-t)
         if shift is not None:
             w_new, b_new = w_new + shift[0].weights[l], b_new + shift[0].biases[l]
         weights.append(w_new)
         biases.append(b_new)
-    half = [x - t * g for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
+    half = [torch.add(x, g, alpha=-t) for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
     if shift is not None:
         half = [h + s for h, s in zip(half, shift[1], strict=True)]
     new_aux = network.prox_g(half, step_x, penalty)

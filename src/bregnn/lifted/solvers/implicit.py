@@ -27,7 +27,7 @@ from bregnn.lifted.solvers._step import (
     joint_step,
     metric_names,
 )
-from bregnn.lifted.solvers.base import Solver, check_positive
+from bregnn.lifted.solvers.base import Solver, check_positive, power_step_augmented
 
 __all__ = [
     "ImplicitConfig",
@@ -109,6 +109,13 @@ class ImplicitLiftedBregman(Solver):
         params = anchor
         aux, _ = self.network.forward(anchor, x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
+        # the batch input is fixed during the inner iterations: estimate |[x0, 1]|^2 once
+        # (two warm-started power steps) instead of once per inner iteration
+        vec0 = x_vecs[0]
+        for _ in range(2):
+            input_sq, vec0 = power_step_augmented(x0, vec0)
+        x_vecs = (vec0, *x_vecs[1:])
+        input_sq = float(input_sq)
         for _ in range(cfg.inner_iters):
             params, aux, w_vecs, x_vecs = joint_step(
                 self.network,
@@ -122,6 +129,7 @@ class ImplicitLiftedBregman(Solver):
                 step_scale=cfg.step_scale,
                 tau=cfg.tau,
                 anchor=anchor,
+                input_sq=input_sq,
             )
         metrics = (
             batch_metrics(self.network, self.penalty, params, aux, x0, y)
