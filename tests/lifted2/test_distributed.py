@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from bregnn.lifted import LiftedNetwork, make_solver
 from bregnn.lifted.distributed import (
     DistContext,
     average_parameters,
@@ -72,13 +73,31 @@ def _data() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return x, y, w, b
 
 
-def _worker(rank: int, init_method: str, out_path: str) -> None:
+def _lifted_setup(name: str):
+    """A registered lifted solver on a tiny float64 problem."""
+    gen = torch.Generator().manual_seed(0)
+    net = LiftedNetwork((5, 4, 3), "relu")
+    params = net.init_params(gen, dtype=torch.float64)
+    x = torch.randn(34, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(34, 3, generator=gen, dtype=torch.float64)
+    solver = make_solver(name, net, batch_size=4, inner_iters=3, tau=5.0)
+    return solver, solver.init_state(params, x, y), x, y
+
+
+def _setup(name: str):
+    if name == "least-squares":
+        x, y, w, b = _data()
+        solver = LeastSquaresSGD()
+        return solver, solver.init_state(w, b), x, y
+    return _lifted_setup(name)
+
+
+def _worker(rank: int, init_method: str, out_path: str, name: str = "least-squares") -> None:
     ctx = init_distributed("gloo", init_method=init_method, rank=rank, world_size=WORLD)
-    x, y, w, b = _data()
+    solver, state, x, y = _setup(name)
     # every rank starts from rank 0's parameters
-    w_start, b_start = broadcast_parameters([w + rank, b], ctx)
-    solver = LeastSquaresSGD()
-    state = solver.init_state(w_start, b_start)
+    theta = broadcast_parameters([t + rank for t in theta_of(state)], ctx)
+    state = with_theta(state, theta)
     xs, ys = shard([x, y], ctx)
     gen = torch.Generator().manual_seed(100 + rank)
     rounds = 0
@@ -89,10 +108,9 @@ def _worker(rank: int, init_method: str, out_path: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _sequential() -> tuple[list[Tensor], int]:
-    x, y, w, b = _data()
-    solver = LeastSquaresSGD()
-    states = [solver.init_state(w, b) for _ in range(WORLD)]
+def _sequential(name: str = "least-squares") -> tuple[list[Tensor], int]:
+    solver, state, x, y = _setup(name)
+    states = [state] * WORLD
     shards = [
         (x[shard_indices(len(x), r, WORLD)], y[shard_indices(len(x), r, WORLD)])
         for r in range(WORLD)
@@ -129,6 +147,18 @@ def test_two_gloo_processes_match_the_sequential_average(tmp_path) -> None:
     idx = shard_indices(len(x), 0, WORLD)
     single = solver.update(single, x[idx][:4], y[idx][:4])
     assert not torch.allclose(result["theta"][0], single.weights[0])
+
+
+@pytest.mark.parametrize("name", ["lbn-s"])
+def test_registered_lifted_solver_averages_like_the_sequential_computation(tmp_path, name):
+    out = tmp_path / "theta.pt"
+    init_method = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_worker, args=(init_method, str(out), name), nprocs=WORLD, join=True)
+    result = torch.load(out, weights_only=True)
+    expected, rounds = _sequential(name)
+    assert result["rounds"] == rounds
+    for got, want in zip(result["theta"], expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_single_process_collectives_are_identities() -> None:
