@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bregnn.activations import ReLU, SoftThreshold
+from bregnn.activations import Identity, ReLU, SoftThreshold
 from bregnn.lifted.losses import bregman_loss
 from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.penalties import L1
@@ -184,8 +184,6 @@ def sparse_autoencoder(
 def undercomplete_autoencoder(dim: int = 784, width: int = 784, code: int = 70) -> LiftedNetwork:
     """``dim-width-code-width-dim`` with ReLU hidden layers, an identity (linear) code and
     no sparsity term: the undercomplete baseline (a 70-unit code by default)."""
-    from bregnn.activations import Identity
-
     return LiftedNetwork((dim, width, code, width, dim), [ReLU(), Identity(), ReLU()], "identity")
 
 
