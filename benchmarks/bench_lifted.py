@@ -4,9 +4,11 @@ Prints
 
 - seconds per epoch of LBN-S (N inner iterations) and of SGD-BP on the same subset, measured
   in the same process, and the ratio ``LBN-S epoch / (N x SGD-BP epoch)``;
-- peak RSS of one LBN-S epoch on 10k and on 60k samples, each in a fresh subprocess
-  (``resource.getrusage``), next to the size of the data set itself: LBN-S keeps the
-  auxiliary variables X of one mini-batch only.
+- peak RSS of one LBN-S epoch (and, for contrast, one full-batch LBN-D update, which keeps
+  X for every sample) on 10k and on 60k samples, each in a fresh subprocess (``VmHWM``,
+  else ``resource.getrusage``), next to the RSS with the data loaded: LBN-S keeps the
+  auxiliary variables X of one mini-batch only, so its growth in training does not scale
+  with n.
 
 Usage: ``python benchmarks/bench_lifted.py [--data-dir DIR] [--samples 10000] [--repeats 3]``.
 Uses Fashion-MNIST if found, else random data of the same shape. One intra-op thread.
@@ -70,13 +72,37 @@ def _epoch_time(method: str, x, y, inner_iters: int, repeats: int, track: bool =
     return _epoch_times(run, x, y, repeats)[method]
 
 
-def _memory_child(data_dir: str, n: int) -> None:
-    x, y, _ = _data(data_dir, n)
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """High-water RSS of this process image: ``VmHWM`` (Linux), which, unlike
+    ``getrusage().ru_maxrss``, does not carry over the parent's RSS at fork across exec;
+    ``ru_maxrss`` elsewhere."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory_child(method: str, n: int) -> None:
+    """Peak RSS of one epoch of ``method`` on ``n`` random samples of Fashion-MNIST's shape
+    (random data, so the reader's own peak while decoding 60k images does not mask it)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 784, generator=gen)
+    y = one_hot(torch.randint(0, 10, (n,), generator=gen), 10)
     data_mb = (x.numel() * x.element_size() + y.numel() * y.element_size()) / 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _epoch_time("lbn-s", x, y, 15, 1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "data_mb": data_mb, "rss_after_load_mb": before, "peak_mb": peak}))
+    before = _current_rss_mb()
+    inner = 1 if method == "lbn-d" else 15
+    _epoch_time(method, x, y, inner, 1)
+    peak = _peak_rss_mb()
+    print(json.dumps({"n": n, "data_mb": data_mb, "rss_with_data_mb": before, "peak_mb": peak}))
 
 
 def main() -> None:
@@ -86,11 +112,12 @@ def main() -> None:
     parser.add_argument("--inner-iters", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-method", default="lbn-s", help=argparse.SUPPRESS)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.memory_child is not None:
-        _memory_child(args.data_dir, args.memory_child)
+        _memory_child(args.memory_method, args.memory_child)
         return
 
     x, y, source = _data(args.data_dir, args.samples)
@@ -111,20 +138,23 @@ def main() -> None:
     print(f"ratio LBN-S / (N x SGD-BP):        {lbn_plain / (n_iters * sgd):8.3f} (track=False)")
     if args.skip_memory:
         return
-    for n in (10000, 60000):
-        out = subprocess.run(
-            [sys.executable, __file__, "--data-dir", args.data_dir, "--memory-child", str(n)],
-            check=True,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        rec = json.loads(out.stdout.strip().splitlines()[-1])
-        print(
-            f"peak RSS, one LBN-S epoch on {n:6d} samples: {rec['peak_mb']:7.1f} MiB "
-            f"(data {rec['data_mb']:6.1f} MiB, "
-            f"RSS after loading {rec['rss_after_load_mb']:7.1f} MiB)"
-        )
+    for method in ("lbn-s", "lbn-d"):
+        for n in (10000, 60000):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(n), "--memory-method", method],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            rec = json.loads(out.stdout.strip().splitlines()[-1])
+            what = "one epoch" if method == "lbn-s" else "one update"
+            print(
+                f"peak RSS, {method} {what} on {n:5d} samples: {rec['peak_mb']:7.1f} MiB "
+                f"(RSS with the data {rec['rss_with_data_mb']:7.1f} MiB, of which data "
+                f"{rec['data_mb']:6.1f} MiB; growth in training "
+                f"{rec['peak_mb'] - rec['rss_with_data_mb']:6.1f} MiB)"
+            )
 
 
 if __name__ == "__main__":

@@ -142,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
     row: dict = {}
     for epoch in bar:
         tic = time.perf_counter()
-        state, metrics = solver.epoch(state, x_train, y_train, generator)
+        try:
+            state, metrics = solver.epoch(state, x_train, y_train, generator)
+        except FloatingPointError as err:
+            raise ValueError(f"epoch {epoch + 1}: {err}") from None
         train_time = time.perf_counter() - tic
         params = solver.params(state)
         train_eval = network.evaluate(params, x_train, l_train)

@@ -21,12 +21,17 @@ With :math:`\lambda = 1`, ReLU and the MSE output these are
 :math:`\tau_W = 1.99/(|\tilde X_{l-1}|^2 + \tau)` and :math:`\tau_x = 1.99/(1 + |W_{l+1}|^2)`:
 the paper's constants up to the terms its split puts elsewhere. Squared spectral norms come
 from warm-started power iterations (:func:`~bregnn.lifted.solvers.base.power_step`).
-Since the blocks are coupled, ``step_scale = 1.99`` (the paper's choice) does not guarantee
-monotone descent of the joint step; ``step_scale <= 1`` is the conservative choice.
+The power-iteration estimates are lower bounds of the norms (warm-started, they converge
+within a few steps as the matrices change slowly). The blocks are coupled bilinearly
+(:math:`z_l = W_l x_{l-1}`), so the joint gradient has no global Lipschitz constant and a
+simultaneous step of ``step_scale = 1.99`` (the paper's choice) is not a descent step: on
+Fashion-MNIST it diverged. LBN-S therefore defaults to ``step_scale = 1.0`` and LBN-D
+backtracks on it (:mod:`~bregnn.lifted.solvers.proximal`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -94,6 +99,13 @@ def joint_step(
         new_w_vecs.append(vec)
         step_x.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
 
+    for name, steps in (("W", step_w), ("x", step_x)):
+        for l, t in enumerate(steps, start=1):
+            if not (math.isfinite(t) and t > 0):
+                raise FloatingPointError(
+                    f"the lifted iteration diverged: step size tau_{name} of layer {l} is {t} "
+                    f"(non-finite spectral norm estimate); lower step_scale (now {step_scale})"
+                )
     grad, grad_aux, _ = network.smooth_grads(params, x0, aux, y, penalty)
     weights, biases = [], []
     for l, (w, b, gw, gb, t) in enumerate(

@@ -8,8 +8,9 @@ The state keeps :math:`X` for every sample. Each :meth:`update` is one joint ste
   + \beta(u^k - u^{k-1}))` with constant ``momentum`` :math:`\beta`.
 
 The energy is not convex, so both use a monotone restart: a momentum step that increases
-:math:`E` is rejected and the momentum is reset (:math:`k = 0`, O'Donoghue & Candes), after
-which a plain proximal-gradient step is taken.
+:math:`E` is rejected and the momentum is reset (O'Donoghue & Candes), and a plain
+proximal-gradient step is taken instead, with backtracking on the step size: every accepted
+update leaves :math:`E` non-increasing.
 
 One epoch is ``inner_iters`` updates.
 """
@@ -35,12 +36,16 @@ ACCELERATIONS = ("none", "nesterov", "heavy-ball")
 class ProximalGradientConfig:
     """Settings of LBN-D: ``inner_iters`` steps per epoch, ``step_scale`` over the block
     Lipschitz constants, ``acceleration`` in :data:`ACCELERATIONS`, ``momentum`` for
-    heavy-ball."""
+    heavy-ball, ``backtrack`` (halve the step, at most ``max_backtracks`` times, until the
+    energy does not increase: the blocks are coupled bilinearly, so no global Lipschitz
+    constant of the joint gradient exists)."""
 
     inner_iters: int = 15
     step_scale: float = 1.0
     acceleration: str = "none"
     momentum: float = 0.5
+    backtrack: bool = True
+    max_backtracks: int = 30
 
     def __post_init__(self) -> None:
         check_positive("inner_iters", self.inner_iters, integer=True)
@@ -51,6 +56,8 @@ class ProximalGradientConfig:
             )
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
+        if not (isinstance(self.max_backtracks, int) and self.max_backtracks >= 0):
+            raise ValueError(f"max_backtracks must be an integer >= 0; got {self.max_backtracks!r}")
 
 
 class ProximalState(NamedTuple):
@@ -97,49 +104,76 @@ class ProximalGradientLifted(Solver):
             torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64), metrics,
         )  # fmt: skip
 
-    @torch.no_grad()
-    def update(self, state: ProximalState, x0: Tensor, y: Tensor) -> ProximalState:
+    def _momentum_point(self, state: ProximalState, k: int):
+        """The point (and heavy-ball shift) of a momentum step, or ``None`` without one."""
         cfg = self.config
-        k = int(state.momentum_step)
-        params, aux = self.params(state), state.aux
-        shift = None
         if cfg.acceleration == "nesterov" and k > 0:
             beta = (k - 1) / (k + 2)
             params = Params(
                 _lin(state.weights, state.prev_weights, beta),
                 _lin(state.biases, state.prev_biases, beta),
             )
-            aux = _lin(state.aux, state.prev_aux, beta)
-        elif cfg.acceleration == "heavy-ball" and k > 0:
+            return params, _lin(state.aux, state.prev_aux, beta), None
+        if cfg.acceleration == "heavy-ball" and k > 0:
             beta = cfg.momentum
+
+            def diff(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+                return tuple(beta * (u - v) for u, v in zip(a, b, strict=True))
+
             shift = (
                 Params(
-                    tuple(
-                        beta * (a - b)
-                        for a, b in zip(state.weights, state.prev_weights, strict=True)
-                    ),
-                    tuple(
-                        beta * (a - b) for a, b in zip(state.biases, state.prev_biases, strict=True)
-                    ),
+                    diff(state.weights, state.prev_weights), diff(state.biases, state.prev_biases)
                 ),
-                tuple(beta * (a - b) for a, b in zip(state.aux, state.prev_aux, strict=True)),
+                diff(state.aux, state.prev_aux),
             )
-        new_params, new_aux, w_vecs, x_vecs = joint_step(
-            self.network, self.penalty, params, aux, x0, y, state.w_vectors, state.x_vectors,
-            step_scale=cfg.step_scale, shift=shift,
-        )  # fmt: skip
-        metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
-        if k > 0 and cfg.acceleration != "none" and not metrics[0] <= state.metrics[0]:
-            # restart: reject the momentum step, drop the momentum
-            return state._replace(
-                prev_weights=state.weights, prev_biases=state.biases, prev_aux=state.aux,
-                w_vectors=w_vecs, x_vectors=x_vecs, step=state.step + 1,
-                momentum_step=torch.zeros_like(state.momentum_step),
+            return self.params(state), state.aux, shift
+        return None
+
+    def _accept(self, new: Tensor, old: Tensor) -> bool:
+        tol = 4 * torch.finfo(new.dtype).eps * float(old.abs())
+        return bool(new <= old + tol)
+
+    @torch.no_grad()
+    def update(self, state: ProximalState, x0: Tensor, y: Tensor) -> ProximalState:
+        """One step: a momentum step if it does not increase :math:`E` (else restart), or a
+        plain proximal-gradient step, backtracking (halving ``step_scale``, at most
+        ``max_backtracks`` times) until :math:`E` does not increase."""
+        cfg = self.config
+        k = int(state.momentum_step)
+        w_vecs, x_vecs = state.w_vectors, state.x_vectors
+        point = self._momentum_point(state, k)
+        if point is not None:
+            params, aux, shift = point
+            new_params, new_aux, w_vecs, x_vecs = joint_step(
+                self.network, self.penalty, params, aux, x0, y, w_vecs, x_vecs,
+                step_scale=cfg.step_scale, shift=shift,
             )  # fmt: skip
-        return ProximalState(
-            new_params.weights, new_params.biases, new_aux,
-            state.weights, state.biases, state.aux,
-            w_vecs, x_vecs, state.step + 1, state.momentum_step + 1, metrics,
+            metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
+            if self._accept(metrics[0], state.metrics[0]):
+                return ProximalState(
+                    new_params.weights, new_params.biases, new_aux,
+                    state.weights, state.biases, state.aux,
+                    w_vecs, x_vecs, state.step + 1, state.momentum_step + 1, metrics,
+                )  # fmt: skip
+        # plain step from the current point (restart: the momentum is dropped)
+        scale = cfg.step_scale
+        for _ in range(cfg.max_backtracks + 1):
+            new_params, new_aux, w_vecs, x_vecs = joint_step(
+                self.network, self.penalty, self.params(state), state.aux, x0, y, w_vecs, x_vecs,
+                step_scale=scale,
+            )  # fmt: skip
+            metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
+            if not cfg.backtrack or self._accept(metrics[0], state.metrics[0]):
+                return ProximalState(
+                    new_params.weights, new_params.biases, new_aux,
+                    state.weights, state.biases, state.aux, w_vecs, x_vecs,
+                    state.step + 1, torch.ones_like(state.momentum_step), metrics,
+                )  # fmt: skip
+            scale /= 2
+        return state._replace(
+            prev_weights=state.weights, prev_biases=state.biases, prev_aux=state.aux,
+            w_vectors=w_vecs, x_vectors=x_vecs, step=state.step + 1,
+            momentum_step=torch.zeros_like(state.momentum_step),
         )  # fmt: skip
 
     @torch.no_grad()
