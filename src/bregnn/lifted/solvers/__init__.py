@@ -63,3 +63,14 @@ def make_solver(name: str, network, **settings) -> Solver:
     so one set of command-line settings configures every method."""
     cls = get_solver(name)
     return cls(network, config_from(cls.Config, settings))
+
+
+# Block coordinate descent, ADMM, the constrained formulation and LinBreg (same contract).
+from bregnn.lifted.solvers.admm import LiftedADMM  # noqa: E402
+from bregnn.lifted.solvers.bcd import BlockCoordinateDescent  # noqa: E402
+from bregnn.lifted.solvers.constrained import ConstrainedLifted  # noqa: E402
+from bregnn.lifted.solvers.linbreg import LinBreg  # noqa: E402
+
+SOLVERS.update(
+    {c.name: c for c in (BlockCoordinateDescent, LiftedADMM, ConstrainedLifted, LinBreg)}
+)

@@ -1,0 +1,388 @@
+r"""Sparse (denoising) autoencoders for lifted Bregman training: data, networks, metrics,
+backprop baselines and figures.
+
+**Sparse autoencoder** (the paper's equation 26). Five layers of width 784,
+:math:`x_1 = \mathrm{ReLU}(W_1 x_0 + b_1)`, :math:`x_2 = \mathrm{ReLU}(\cdot)`, the code
+:math:`x_3 = S_\alpha(W_3 x_2 + b_3)` (soft-thresholding), :math:`x_4 = \mathrm{ReLU}(\cdot)`
+and the identity output :math:`z_5 = W_5 x_4 + b_5`; training minimises
+
+.. math::
+
+    F(\Theta) = \frac1n\sum_{i=1}^n \tfrac12|z_5(x_{0,i}) - y_i|^2 + \alpha|x_{3,i}|_1,
+
+with :math:`y = x_0` (reconstruction). In the lifted energy :math:`\alpha|x_3|_1` is an
+:class:`~bregnn.lifted.penalties.L1` regulariser folded into the code layer's prox
+(:math:`S_{t\lambda\alpha}\circ S_{t\alpha}`), so at the forward pass (where every Bregman
+coupling vanishes) the lifted energy per sample equals :math:`F`.
+
+**Denoising** (equation 27): the input is :math:`x_0 = y + \sigma\varepsilon`,
+:math:`\varepsilon \sim N(0, I)` drawn once per image with a fixed seed, and the target is
+the clean image :math:`y`.
+
+**Metrics** of a trained network (always a plain forward pass of its weights): the
+training objective :math:`F`, the reconstruction loss :math:`\tfrac12|z - y|^2` per sample
+(``loss``), the per-pixel mean squared error (``mse``) and the code sparsity rate (percent of
+exact zeros of :math:`x_3`).
+
+**Backprop baselines** ``gd-bp``, ``sgd-bp``, ``isgd-bp`` here differentiate the whole
+objective :math:`F` (output loss plus every regulariser on the forward hidden outputs) by
+autograd; they keep the core baselines' settings and state
+(:mod:`bregnn.lifted.solvers.backprop`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from bregnn.activations import Identity, ReLU, SoftThreshold
+from bregnn.lifted.losses import bregman_loss
+from bregnn.lifted.network import LiftedNetwork, Params
+from bregnn.lifted.penalties import L1
+from bregnn.lifted.solvers.backprop import SGD, BackpropState, FullBatchGD, ImplicitSGD
+
+__all__ = [
+    "AE_DATASETS",
+    "BP_SOLVERS",
+    "AEData",
+    "AutoencoderFullBatchGD",
+    "AutoencoderImplicitSGD",
+    "AutoencoderSGD",
+    "add_noise",
+    "autoencoder_data",
+    "code_sparsity",
+    "evaluate_autoencoder",
+    "forward_objective",
+    "forward_objective_and_grads",
+    "load_images",
+    "plot_curves",
+    "plot_reconstructions",
+    "sparse_autoencoder",
+    "split_subsets",
+    "undercomplete_autoencoder",
+]
+
+AE_DATASETS = ("mnist", "fashion-mnist")
+
+
+# -- data ---------------------------------------------------------------------------------------
+def load_images(name: str, split: str, data_dir: str | os.PathLike) -> Tensor:
+    """Images of an IDX data set as ``float32`` rows in ``[0, 1]``, shape ``(n, 784)``.
+
+    Reads through :func:`bregnn.data.load_dataset` when that reader is installed, else
+    through the lifted package's private IDX reader.
+    """
+    if name not in AE_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {list(AE_DATASETS)}")
+    try:
+        from bregnn.data import load_dataset
+    except ImportError:
+        from bregnn.lifted._idx import load_idx_dataset
+
+        images, _ = load_idx_dataset(name, data_dir, split)
+        return images
+    images, _ = load_dataset(name, split, data_dir)
+    return images.reshape(images.shape[0], -1).to(torch.float32) / 255.0
+
+
+class AEData(NamedTuple):
+    """Inputs and targets of the training and validation sets (rows are images)."""
+
+    train_input: Tensor
+    train_target: Tensor
+    val_input: Tensor
+    val_target: Tensor
+
+
+def add_noise(x: Tensor, std: float, generator: torch.Generator) -> Tensor:
+    r""":math:`x + \sigma\varepsilon`, :math:`\varepsilon \sim N(0, I)` (``std`` = :math:`\sigma`)."""
+    if not std >= 0:
+        raise ValueError(f"noise std must be >= 0; got {std}")
+    if std == 0:
+        return x.clone()
+    return x + std * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+
+def split_subsets(
+    train_images: Tensor,
+    test_images: Tensor,
+    train_size: int,
+    seed: int = 0,
+    val_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A seeded subset of ``train_size`` training images, and the validation set: the rest
+    of the training file followed by the test file (its first ``val_size`` after a seeded
+    shuffle when given)."""
+    n = train_images.shape[0]
+    if not 0 < train_size < n:
+        raise ValueError(
+            f"train_size must be in [1, {n - 1}] for {n} training images; got {train_size}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    train = train_images[perm[:train_size]]
+    val = torch.cat([train_images[perm[train_size:]], test_images])
+    if val_size is not None:
+        if not 0 < val_size <= val.shape[0]:
+            raise ValueError(f"val_size must be in [1, {val.shape[0]}]; got {val_size}")
+        val = val[torch.randperm(val.shape[0], generator=gen)[:val_size]]
+    return train, val
+
+
+def autoencoder_data(
+    name: str,
+    train_size: int,
+    data_dir: str | os.PathLike,
+    seed: int = 0,
+    val_size: int | None = None,
+    noise_std: float = 0.0,
+) -> AEData:
+    """MNIST-1K / Fashion-MNIST-1K/-10K style data: ``train_size`` seeded training images,
+    validation on the rest of the files; inputs with Gaussian noise of ``noise_std``
+    (fixed per image, seeded) and clean targets."""
+    train, val = split_subsets(
+        load_images(name, "train", data_dir),
+        load_images(name, "test", data_dir),
+        train_size,
+        seed,
+        val_size,
+    )
+    gen = torch.Generator().manual_seed(seed + 1)
+    return AEData(add_noise(train, noise_std, gen), train, add_noise(val, noise_std, gen), val)
+
+
+# -- networks -------------------------------------------------------------------------------------
+def sparse_autoencoder(
+    alpha: float,
+    dim: int = 784,
+    width: int = 784,
+    n_layers: int = 5,
+    code_layer: int = 3,
+    threshold: float | None = None,
+) -> LiftedNetwork:
+    r"""The sparse autoencoder: ``n_layers`` layers (``dim-width-...-width-dim``), ReLU on
+    every hidden layer except the code layer ``code_layer`` (soft-thresholding
+    :math:`S_{\text{threshold}}`, default ``threshold = alpha``) with the regulariser
+    :math:`\alpha|x_{\text{code}}|_1`, identity output."""
+    n_hidden = n_layers - 1
+    if not 1 <= code_layer <= n_hidden:
+        raise ValueError(f"code_layer must be a hidden layer in [1, {n_hidden}]; got {code_layer}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0; got {alpha}")
+    sizes = (dim, *([width] * n_hidden), dim)
+    acts = [ReLU() for _ in range(n_hidden)]
+    acts[code_layer - 1] = SoftThreshold(alpha if threshold is None else threshold)
+    regs = {code_layer: L1(alpha)} if alpha > 0 else None
+    return LiftedNetwork(sizes, acts, output="identity", regularisers=regs)
+
+
+def undercomplete_autoencoder(dim: int = 784, width: int = 784, code: int = 70) -> LiftedNetwork:
+    """``dim-width-code-width-dim`` with ReLU hidden layers, an identity (linear) code and
+    no sparsity term: the undercomplete baseline (a 70-unit code by default)."""
+    return LiftedNetwork((dim, width, code, width, dim), [ReLU(), Identity(), ReLU()], "identity")
+
+
+# -- objective and metrics ----------------------------------------------------------------------
+def forward_objective(network: LiftedNetwork, params: Params, x0: Tensor, y: Tensor) -> Tensor:
+    r"""Per-sample :math:`\lambda_L B_{\Psi_L}(y, z_L) + \sum_l R_l(x_l)` at the forward pass
+    (the lifted energy there, since every Bregman coupling vanishes)."""
+    hidden, z_out = network.forward(params, x0)
+    value = network.lambdas[-1] * bregman_loss(y, z_out, network.output)
+    for x, reg in zip(hidden, network.regularisers, strict=True):
+        if reg is not None:
+            value = value + reg.value(x)
+    return value
+
+
+def forward_objective_and_grads(
+    network: LiftedNetwork, params: Params, x0: Tensor, y: Tensor
+) -> tuple[Tensor, Params]:
+    """Batch mean of :func:`forward_objective` and its autograd gradient."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (*params.weights, *params.biases)]
+        n = len(params.weights)
+        loss = forward_objective(
+            network, Params(tuple(leaves[:n]), tuple(leaves[n:])), x0, y
+        ).mean()
+        grads = torch.autograd.grad(loss, leaves)
+    return loss.detach(), Params(tuple(grads[:n]), tuple(grads[n:]))
+
+
+def code_sparsity(code: Tensor) -> Tensor:
+    """Percentage of exact zeros in ``code``."""
+    return 100.0 * (code == 0).to(torch.float64).mean()
+
+
+@torch.no_grad()
+def evaluate_autoencoder(
+    network: LiftedNetwork,
+    params: Params,
+    x_in: Tensor,
+    target: Tensor,
+    code_layer: int | None,
+    chunk: int = 4096,
+) -> dict[str, float]:
+    """``objective`` (:math:`F`), ``loss`` (:math:`\\tfrac12|z-y|^2` per sample), ``mse``
+    (per pixel) and ``sparsity`` (percent exact zeros of hidden layer ``code_layer``;
+    NaN without one), by plain forward passes in chunks of ``chunk`` samples."""
+    n = x_in.shape[0]
+    objective = loss = sq = zeros = 0.0
+    for start in range(0, n, chunk):
+        xb, yb = x_in[start : start + chunk], target[start : start + chunk]
+        hidden, z_out = network.forward(params, xb)
+        diff = (z_out - yb).double()
+        sq += float((diff * diff).sum())
+        objective += float(forward_objective(network, params, xb, yb).double().sum())
+        if code_layer is not None:
+            zeros += float((hidden[code_layer - 1] == 0).sum())
+    loss = 0.5 * sq / n
+    sparsity = (
+        100.0 * zeros / (n * network.sizes[code_layer]) if code_layer is not None else float("nan")
+    )
+    return {
+        "objective": objective / n,
+        "loss": loss,
+        "mse": sq / (n * target.shape[1]),
+        "sparsity": sparsity,
+    }
+
+
+# -- backprop baselines on the whole objective -------------------------------------------------
+class AutoencoderSGD(SGD):
+    """``sgd-bp`` on :func:`forward_objective` (output loss plus regularisers)."""
+
+    def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
+        cfg = self.config
+        loss, grad = forward_objective_and_grads(self.network, self.params(state), x0, y)
+        vw = tuple(
+            cfg.momentum * v + g for v, g in zip(state.velocity_w, grad.weights, strict=True)
+        )
+        vb = tuple(cfg.momentum * v + g for v, g in zip(state.velocity_b, grad.biases, strict=True))
+        weights = tuple(w - cfg.lr * v for w, v in zip(state.weights, vw, strict=True))
+        biases = tuple(b - cfg.lr * v for b, v in zip(state.biases, vb, strict=True))
+        return BackpropState(weights, biases, vw, vb, state.step + 1, loss.reshape(1))
+
+    @torch.no_grad()
+    def objective(self, state: BackpropState, x0: Tensor, y: Tensor) -> Tensor:
+        return forward_objective(self.network, self.params(state), x0, y).mean()
+
+
+class AutoencoderFullBatchGD(AutoencoderSGD):
+    """``gd-bp`` on :func:`forward_objective`: full-batch gradient descent."""
+
+    name = FullBatchGD.name
+    full_batch = True
+    Config = FullBatchGD.Config
+
+
+class AutoencoderImplicitSGD(AutoencoderSGD):
+    r"""``isgd-bp`` on :func:`forward_objective`: per batch, ``inner_iters`` gradient steps
+    of size :math:`\eta/m` on :math:`m F_{\text{batch}}(\Theta) + \tfrac\tau2|\Theta - \Theta^{k-1}|^2`."""
+
+    name = ImplicitSGD.name
+    Config = ImplicitSGD.Config
+
+    def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
+        cfg = self.config
+        m = x0.shape[0]
+        eta = cfg.lr / m
+        anchor = self.params(state)
+        weights, biases = anchor.weights, anchor.biases
+        loss = torch.full((), float("nan"))
+        for _ in range(cfg.inner_iters):
+            loss, grad = forward_objective_and_grads(self.network, Params(weights, biases), x0, y)
+            weights = tuple(
+                w - eta * (m * g + cfg.tau * (w - a))
+                for w, g, a in zip(weights, grad.weights, anchor.weights, strict=True)
+            )
+            biases = tuple(
+                b - eta * (m * g + cfg.tau * (b - a))
+                for b, g, a in zip(biases, grad.biases, anchor.biases, strict=True)
+            )
+        return BackpropState(
+            weights, biases, state.velocity_w, state.velocity_b, state.step + 1, loss.reshape(1)
+        )
+
+
+BP_SOLVERS = {
+    "sgd-bp": AutoencoderSGD,
+    "gd-bp": AutoencoderFullBatchGD,
+    "isgd-bp": AutoencoderImplicitSGD,
+}
+
+
+# -- figures -----------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | os.PathLike,
+    metrics: Sequence[str] = ("train_objective", "val_loss", "train_sparsity"),
+    title: str = "",
+) -> Path:
+    """One panel per metric, one line per method, against the epoch; a PNG at ``path``."""
+    if not histories:
+        raise ValueError("plot_curves needs at least one method's history")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    axes = [axes] if len(metrics) == 1 else list(axes)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for method, rows in histories.items():
+            pts = [(r["epoch"], r[metric]) for r in rows if metric in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=method, lw=1.5)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric.replace("_", " "))
+        if metric.endswith(("objective", "loss", "mse")):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_reconstructions(
+    rows: Mapping[str, Tensor],
+    path: str | os.PathLike,
+    shape: tuple[int, int] = (28, 28),
+    n: int = 8,
+) -> Path:
+    """A grid: one row per entry of ``rows`` (e.g. original, noisy, one per method), ``n``
+    images each, clipped to ``[0, 1]``; a PNG at ``path``."""
+    if not rows:
+        raise ValueError("plot_reconstructions needs at least one row of images")
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            if c < images.shape[0]:
+                img = images[c].detach().reshape(shape).clamp(0, 1).cpu().numpy()
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return path

@@ -1,0 +1,171 @@
+r"""Residual lifted networks (the paper's outlook): :math:`B_\Psi(x_l - x_{l-1}, W_l x_{l-1} + b_l)`.
+
+A residual hidden layer computes :math:`x_l = x_{l-1} + \rho_l(W_l x_{l-1} + b_l)`; its lifted
+coupling penalises the *increment* :math:`d_l = x_l - x_{l-1}`:
+
+.. math::
+
+    E(\Theta, D) = \sum_{l<L}\lambda_l B_{\Psi_l}(d_l, z_l) + R_l(d_l)
+      + \lambda_L B_{\Psi_L}(y, z_L), \qquad z_l = W_l x_{l-1} + b_l,\quad
+      x_l = s_l x_{l-1} + d_l,
+
+with :math:`s_l = 1` where layer :math:`l` has a skip connection (its input and output widths
+agree) and :math:`s_l = 0` otherwise. The auxiliary variables are the increments
+:math:`D = (d_1, \dots, d_{L-1})`: then :math:`\Psi_l(d_l)` stays separable (its prox is the
+activation's) and :math:`H` is smooth in :math:`D`. With
+:math:`g_l = \lambda_l\nabla_z h(d_l, z_l)` (Bregman: :math:`\lambda_l(\rho_l(z_l) - d_l)`),
+:math:`g_L = \lambda_L(\rho_L(z_L) - y)`, the gradients are, in closed form,
+
+.. math::
+
+    \nabla_{W_l}H = g_l^\top x_{l-1},\qquad
+    \nabla_{d_l}H = \lambda_l\nabla_x h(d_l, z_l) + a_l,\qquad
+    a_{L-1} = g_L W_L,\quad a_l = g_{l+1}W_{l+1} + s_{l+1}a_{l+1},
+
+a backward recursion through the skip connections only: still no derivative of an activation.
+Every registered solver that works through ``LiftedNetwork``'s interface (``forward``,
+``pre_activations``, ``smooth_grads``, ``prox_g``, ``energy``) trains this network unchanged
+(``lbn-s``, ``lbn-d``, ``linbreg``, ``constrained``); the block solvers (``bcd``, ``admm``)
+refuse it, since every :math:`d_l` enters all later layers. The core's step sizes for
+:math:`X` use only the next layer's weights, which under-estimates the Lipschitz constant
+of :math:`\nabla_{d_l}H` here; use ``step_scale <= 0.5``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bregnn.activations import Activation, Softmax, activation
+from bregnn.lifted.network import LiftedNetwork, Params
+from bregnn.lifted.penalties import Penalty
+
+__all__ = ["ResidualLiftedNetwork", "ResidualMLP"]
+
+
+class ResidualMLP(nn.Module):
+    """The plain forward model of a :class:`ResidualLiftedNetwork`:
+    :math:`x_l = s_l x_{l-1} + \\rho_l(W_l x_{l-1} + b_l)`, then the output layer."""
+
+    def __init__(
+        self, linears: Sequence[nn.Linear], activations: Sequence[nn.Module], skips: Sequence[bool]
+    ) -> None:
+        super().__init__()
+        if len(linears) != len(activations) + 1 or len(skips) != len(activations):
+            raise ValueError("ResidualMLP needs one more linear layer than activations and skips")
+        self.linears = nn.ModuleList(linears)
+        self.acts = nn.ModuleList(activations)
+        self.skips = tuple(bool(s) for s in skips)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for lin, act, skip in zip(self.linears, self.acts, self.skips, strict=False):
+            d = act(lin(x))
+            x = x + d if skip else d
+        return self.linears[-1](x)
+
+
+class ResidualLiftedNetwork(LiftedNetwork):
+    """A lifted network with skip connections wherever a hidden layer keeps its width
+    (see the module doc). Same arguments as :class:`LiftedNetwork`; ``aux`` are increments."""
+
+    residual = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.skips: tuple[bool, ...] = tuple(
+            self.sizes[l - 1] == self.sizes[l] for l in range(1, len(self.sizes) - 1)
+        )
+        if not any(self.skips):
+            raise ValueError(
+                f"no hidden layer of {list(self.sizes)} keeps its width, so no skip connection "
+                "exists; use LiftedNetwork"
+            )
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("LiftedNetwork", "ResidualLiftedNetwork", 1)
+
+    def states(self, x0: Tensor, aux: Sequence[Tensor]) -> list[Tensor]:
+        """Layer outputs :math:`x_1..x_{L-1}` from the increments."""
+        xs, x = [], x0
+        for d, skip in zip(aux, self.skips, strict=True):
+            x = x + d if skip else d
+            xs.append(x)
+        return xs
+
+    def forward(self, params: Params, x0: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Increments :math:`d_l = \\rho_l(z_l)` of the plain forward pass and :math:`z_L`."""
+        incs, x = [], x0
+        for w, b, act, skip in zip(
+            params.weights[:-1], params.biases[:-1], self.activations, self.skips, strict=True
+        ):
+            d = act.rho(torch.addmm(b, x, w.T))
+            incs.append(d)
+            x = x + d if skip else d
+        return tuple(incs), torch.addmm(params.biases[-1], x, params.weights[-1].T)
+
+    def pre_activations(self, params: Params, x0: Tensor, aux: Sequence[Tensor]) -> list[Tensor]:
+        inputs = (x0, *self.states(x0, aux))
+        return [
+            torch.addmm(b, x, w.T)
+            for x, w, b in zip(inputs, params.weights, params.biases, strict=True)
+        ]
+
+    def smooth_grads(
+        self, params: Params, x0: Tensor, aux: Sequence[Tensor], y: Tensor, penalty: Penalty
+    ) -> tuple[Params, tuple[Tensor, ...], list[Tensor]]:
+        """Closed-form gradients of :math:`H` in :math:`(\\Theta, D)` (see the module doc)."""
+        inputs = (x0, *self.states(x0, aux))
+        zs = [
+            torch.addmm(b, x, w.T)
+            for x, w, b in zip(inputs, params.weights, params.biases, strict=True)
+        ]
+        g_z, own = [], []
+        for l, (d, z, act) in enumerate(zip(aux, zs, self.activations, strict=False)):
+            gx, gz = penalty.grads(d, z, act)
+            own.append(self.lambdas[l] * gx)
+            g_z.append(self.lambdas[l] * gz)
+        g_z.append(self.lambdas[-1] * (self.output.rho(zs[-1]) - y))
+        g_w = tuple(g.T @ x for g, x in zip(g_z, inputs, strict=True))
+        g_b = tuple(g.sum(0) for g in g_z)
+        n_hidden = len(aux)
+        downstream: list[Tensor] = [zs[0]] * n_hidden
+        acc = g_z[-1] @ params.weights[-1]
+        downstream[-1] = acc
+        for l in range(n_hidden - 2, -1, -1):
+            nxt = g_z[l + 1] @ params.weights[l + 1]
+            acc = nxt + acc if self.skips[l + 1] else nxt
+            downstream[l] = acc
+        g_aux = tuple(o + a for o, a in zip(own, downstream, strict=True))
+        return Params(g_w, g_b), g_aux, zs
+
+    def to_module(self, params: Params) -> nn.Module:
+        """A :class:`ResidualMLP` with these weights."""
+        linears = []
+        for w, b in zip(params.weights, params.biases, strict=True):
+            lin = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+            linears.append(lin)
+        acts: list[Activation] = [activation(a.name, **a.params()) for a in self.activations]
+        model: nn.Module = ResidualMLP(linears, acts, self.skips)
+        if isinstance(self.output, Softmax):
+            model = nn.Sequential(model, Softmax())
+        return model
+
+    @torch.no_grad()
+    def evaluate(self, params: Params, x0: Tensor, labels: Tensor, chunk: int = 20000) -> dict:
+        """Accuracy of the plain (residual) forward pass and per-layer linear fractions."""
+        correct = 0
+        linear = torch.zeros(len(self.activations), dtype=torch.float64)
+        for start in range(0, x0.shape[0], chunk):
+            xb = x0[start : start + chunk]
+            incs, out = self.forward(params, xb)
+            correct += int((out.argmax(-1) == labels[start : start + chunk]).sum())
+            fr = self.linear_fraction(self.pre_activations(params, xb, incs))
+            if fr:
+                linear += torch.stack(fr).double() * xb.shape[0]
+        n = x0.shape[0]
+        return {"accuracy": correct / n, "linear": (linear / n).tolist()}
