@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from bregnn.experiments.lifted_classify import load_vectors
+from bregnn.data import load_vectors
 from bregnn.lifted import LiftedNetwork, make_solver, one_hot
 from bregnn.utils import default_data_dir
 

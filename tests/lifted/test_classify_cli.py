@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bregnn.cli import main
-from bregnn.experiments.lifted_classify import load_vectors
+from bregnn.data import load_vectors
 from bregnn.lifted.solvers import state_from_dict
 from bregnn.lifted.solvers.implicit import ImplicitState
 

@@ -33,6 +33,7 @@ from bregnn.data.registry import (
     dataset_spec,
     download_dataset,
     load_dataset,
+    load_vectors,
 )
 from bregnn.data.scaling import RangeScaler, target_interval
 from bregnn.data.spirals import split, two_spirals
@@ -50,6 +51,7 @@ __all__ = [
     "dataset_spec",
     "download_dataset",
     "load_dataset",
+    "load_vectors",
     "random_affine",
     "random_crop_flip",
     "read_cifar_batch",

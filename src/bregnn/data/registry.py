@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from bregnn.data.cifar import CIFAR_FILES, load_cifar_split
@@ -324,3 +325,12 @@ def load_dataset(
             f"to fetch them from {sources}."
         )
     return spec.reader(spec, root / spec.folder, split)
+
+
+def load_vectors(
+    name: str, split: str, data_dir: str | Path | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """:func:`load_dataset` as flat ``float32`` rows in pixel space ``[0, 1]``, shape
+    ``(N, C*H*W)``, and ``int64`` labels: the input format of MLPs and lifted networks."""
+    images, labels = load_dataset(name, split, data_dir, download)
+    return images.reshape(len(images), -1).to(torch.float32) / 255, labels

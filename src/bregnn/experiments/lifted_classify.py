@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bregnn.activations import ACTIVATIONS
-from bregnn.data import load_dataset, to_unit
+from bregnn.data import load_vectors
 from bregnn.lifted.network import LiftedNetwork, one_hot
 from bregnn.lifted.solvers import SOLVERS, get_solver, make_solver, state_from_dict, state_to_dict
 from bregnn.utils import (
@@ -28,7 +28,7 @@ from bregnn.utils import (
     write_json,
 )
 
-__all__ = ["DATASETS", "HELP", "NAME", "add_arguments", "load_vectors", "run"]
+__all__ = ["DATASETS", "HELP", "NAME", "add_arguments", "run"]
 
 DATASETS = ("fashion-mnist", "mnist")
 
@@ -59,12 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
-
-
-def load_vectors(name: str, split: str, data_dir) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images of ``name`` as flat ``float32`` vectors in ``[0, 1]`` and ``int64`` labels."""
-    images, labels = load_dataset(name, split, data_dir)
-    return to_unit(images).reshape(len(images), -1), labels
 
 
 def _validate(args: argparse.Namespace) -> None:

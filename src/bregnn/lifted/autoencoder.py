@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from bregnn.activations import Identity, ReLU, SoftThreshold
+from bregnn.data import load_vectors
 from bregnn.lifted.losses import bregman_loss
 from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.penalties import L1
@@ -72,22 +73,10 @@ AE_DATASETS = ("mnist", "fashion-mnist")
 
 # -- data ---------------------------------------------------------------------------------------
 def load_images(name: str, split: str, data_dir: str | os.PathLike) -> Tensor:
-    """Images of an IDX data set as ``float32`` rows in ``[0, 1]``, shape ``(n, 784)``.
-
-    Reads through :func:`bregnn.data.load_dataset` when that reader is installed, else
-    through the lifted package's private IDX reader.
-    """
+    """Images of an IDX data set as ``float32`` rows in ``[0, 1]``, shape ``(n, 784)``."""
     if name not in AE_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {list(AE_DATASETS)}")
-    try:
-        from bregnn.data import load_dataset
-    except ImportError:
-        from bregnn.lifted._idx import load_idx_dataset
-
-        images, _ = load_idx_dataset(name, data_dir, split)
-        return images
-    images, _ = load_dataset(name, split, data_dir)
-    return images.reshape(images.shape[0], -1).to(torch.float32) / 255.0
+    return load_vectors(name, split, data_dir)[0]
 
 
 class AEData(NamedTuple):
