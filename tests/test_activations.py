@@ -250,15 +250,7 @@ def test_activations_pickle_and_compare() -> None:
 
 
 @pytest.mark.parametrize("name", INVERTIBLE)
-def test_closed_form_derivatives_match_autograd(name: str) -> None:
+def test_rho_inv_rho_is_the_round_trip(name: str) -> None:
     act = activation(name)
-    assert act.has_closed_form_derivatives
-    u = torch.linspace(-3, 3, 61, dtype=torch.float64).requires_grad_(True)
-    y = act.rho(u)
-    (want,) = torch.autograd.grad(y.sum(), u)
-    assert torch.allclose(act.drho(u.detach(), y.detach()), want, atol=1e-12)
-    s = domain_samples(act, 61).clamp(-3, 3).requires_grad_(True)
-    t = act.rho_inv(s)
-    (want_inv,) = torch.autograd.grad(t.sum(), s)
-    assert torch.allclose(act.drho_inv(s.detach(), t.detach()), want_inv, rtol=1e-10)
-    assert not activation("relu").has_closed_form_derivatives
+    u = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    assert torch.allclose(act.rho_inv_rho(u), act.rho_inv(act.rho(u)), atol=1e-9)

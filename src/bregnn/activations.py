@@ -122,17 +122,11 @@ class Activation(nn.Module):
     def rho(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def clamp_bounds(self, dtype: torch.dtype) -> tuple[float | None, float | None]:
-        """``(lo + margin, hi - margin)`` for ``dtype`` (see :func:`domain_margin`); ``None``
-        for an infinite end."""
+    def clamp_to_domain(self, y: Tensor) -> Tensor:
+        """Clamp ``y`` into ``[lo + margin, hi - margin]`` (see :func:`domain_margin`)."""
+        dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
         lo = self.lo + domain_margin(self.lo, dtype) if math.isfinite(self.lo) else None
         hi = self.hi - domain_margin(self.hi, dtype) if math.isfinite(self.hi) else None
-        return lo, hi
-
-    def clamp_to_domain(self, y: Tensor) -> Tensor:
-        """Clamp ``y`` into :meth:`clamp_bounds` (the open domain, a float step inside)."""
-        dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
-        lo, hi = self.clamp_bounds(dtype)
         if lo is None and hi is None:
             return y
         return torch.clamp(y, min=lo, max=hi)
@@ -149,23 +143,10 @@ class Activation(nn.Module):
     def _rho_inv(self, y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        r""":math:`\rho'(u)` in closed form, given ``y = rho(u)`` (whichever is cheaper).
-
-        Used by the fused Bregman layer's backward; activations without a closed form raise
-        ``NotImplementedError`` and that layer falls back to autograd.
-        """
-        raise NotImplementedError
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        r""":math:`(\rho^{-1})'(s) = 1/\rho'(t)` in closed form, given ``t = rho_inv(s)``."""
-        raise NotImplementedError
-
-    @property
-    def has_closed_form_derivatives(self) -> bool:
-        """Whether ``drho`` and ``drho_inv`` are implemented."""
-        cls = type(self)
-        return cls.drho is not Activation.drho and cls.drho_inv is not Activation.drho_inv
+    def rho_inv_rho(self, u: Tensor) -> Tensor:
+        r""":math:`\rho^{-1}(\rho(u))` without the round trip: ``u`` itself, as ``rho`` maps
+        the real line one-to-one onto its range (overridden where it does not)."""
+        return u
 
     def phi(self, x: Tensor) -> Tensor:
         r"""Elementwise Legendre potential :math:`\phi`; ``+inf`` outside the closed domain."""
@@ -276,12 +257,6 @@ class Sigmoid(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.log(y) - torch.log1p(-y)
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return y * (1 - y)
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return 1 / (s * (1 - s))
-
     def _phi(self, x: Tensor) -> Tensor:
         return _xlogx(x) + _xlogx(1 - x)
 
@@ -302,12 +277,6 @@ class Tanh(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.atanh(y)
-
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return 1 - y * y
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return 1 / (1 - s * s)
 
     def _phi(self, x: Tensor) -> Tensor:
         return _phi_tanh_unit(x)
@@ -344,14 +313,6 @@ class ScaledTanh(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.atanh(y / self.A) / self.B
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        r = y / self.A
-        return self.A * self.B * (1 - r * r)
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        r = s / self.A
-        return 1 / (self.A * self.B * (1 - r * r))
-
     def _phi(self, x: Tensor) -> Tensor:
         # (A/2B) log(A^2 - t^2) + (t/B) artanh(t/A) = (A/B) (log A + phi_tanh(t/A))
         return (self.A / self.B) * (math.log(self.A) + _phi_tanh_unit(x / self.A))
@@ -375,12 +336,6 @@ class Atan(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.tan(y)
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return 1 / (1 + u * u)
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return 1 + t * t
-
     def _phi(self, x: Tensor) -> Tensor:
         return -torch.log(torch.cos(x))
 
@@ -400,12 +355,6 @@ class ScaledAtan(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.tan(HALF_PI * y)
-
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return 1 / (HALF_PI * (1 + u * u))
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return HALF_PI * (1 + t * t)
 
     def _phi(self, x: Tensor) -> Tensor:
         return -torch.log(torch.cos(HALF_PI * x)) / HALF_PI
@@ -428,12 +377,6 @@ class ISRU(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y * torch.rsqrt((1 - y) * (1 + y))
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return torch.rsqrt(1 + u * u) ** 3
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return torch.rsqrt((1 - s) * (1 + s)) ** 3
-
     def _phi(self, x: Tensor) -> Tensor:
         return -torch.sqrt((1 - x) * (1 + x))
 
@@ -452,12 +395,6 @@ class Asinh(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.sinh(y)
-
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return 1 / torch.cosh(y)
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return torch.cosh(s)
 
     def _phi(self, x: Tensor) -> Tensor:
         return torch.cosh(x)
@@ -493,12 +430,6 @@ class Softplus(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y + torch.log(-torch.expm1(-self.beta * y)) / self.beta
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return torch.sigmoid(self.beta * u)
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return -1 / torch.expm1(-self.beta * s)
-
     def _phi(self, x: Tensor) -> Tensor:
         bx = self.beta * x
         return (0.5 * bx * bx + dilogarithm(torch.exp(-bx))) / self.beta**2
@@ -521,11 +452,8 @@ class Sin(Activation):
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.asin(y)
 
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return torch.where(u.abs() <= HALF_PI, torch.cos(u), torch.zeros_like(u))
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return torch.rsqrt((1 - s) * (1 + s))
+    def rho_inv_rho(self, u: Tensor) -> Tensor:
+        return torch.clamp(u, -HALF_PI, HALF_PI)
 
     def _phi(self, x: Tensor) -> Tensor:
         return torch.sqrt((1 - x) * (1 + x)) + x * torch.asin(x)
@@ -599,12 +527,6 @@ class Identity(Activation):
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y
-
-    def drho(self, u: Tensor, y: Tensor) -> Tensor:
-        return torch.ones_like(u)
-
-    def drho_inv(self, s: Tensor, t: Tensor) -> Tensor:
-        return torch.ones_like(s)
 
     def _phi(self, x: Tensor) -> Tensor:
         return 0.5 * x * x

@@ -167,3 +167,37 @@ def test_error_messages() -> None:
     with pytest.raises(ValueError, match="widths must be positive"):
         MLP(2, [0], 2)
     BregmanLinear(2, 2, "relu", "standard")  # a standard layer may use any activation
+
+
+@pytest.mark.parametrize("name", INVERTIBLE)
+def test_mlp_preactivation_chain_equals_applying_the_layers_one_by_one(name: str) -> None:
+    torch.manual_seed(0)
+    model = MLP(5, [6, 6, 6, 4], 3, activation=name, variant="bregman").double()
+    with torch.no_grad():  # keep the pre-activations moderate: no saturation, no clamping
+        for layer in model.layers:
+            layer.weight.mul_(0.2)
+            layer.bias.mul_(0.2)
+    x = _inputs_in_range(name, n=8, width=5).requires_grad_(True)
+    chained = model.features(x)
+    z = x
+    for layer in model.layers:
+        z = layer(z)
+    assert torch.allclose(chained, z, rtol=1e-9, atol=1e-10)
+    probe = torch.randn_like(z)
+    leaves = [x, *model.layers.parameters()]
+    got = torch.autograd.grad(chained, leaves, probe)
+    want = torch.autograd.grad(z, leaves, probe)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-7, atol=1e-9)
+
+
+def test_mlp_chain_keeps_saturated_sigmoid_layers_exact() -> None:
+    # float32 sigmoid(20) == 1: layer by layer, rho_inv must clamp and loses the value 20;
+    # the pre-activation chain hands u = 20 on unchanged
+    model = MLP(1, [1, 1], 1, activation="sigmoid", variant="bregman", init="identity")
+    with torch.no_grad():
+        model.layers[0].bias.fill_(25.0)
+    x = torch.tensor([[0.5]])
+    u1 = model.layers[0].preactivation(x)
+    assert torch.allclose(model.layers[1].preactivation(torch.sigmoid(u1), rho_inv_z=u1), u1)
+    assert model.layers[1].preactivation(torch.sigmoid(u1)).item() < u1.item() - 5

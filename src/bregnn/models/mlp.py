@@ -66,8 +66,17 @@ class MLP(nn.Module):
         return self.layers[0].act if len(self.layers) else None
 
     def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer's output. Each layer hands its pre-activation ``u`` to the
+        next, which uses ``rho_inv(rho(u))`` (:meth:`Activation.rho_inv_rho`: ``u`` itself for
+        all but ``sin``): a stack of square Bregman layers is then the residual map
+        ``u <- u + W rho(u) + b``, with no ``rho_inv`` and no
+        clamping after the first layer (the same function as applying the layers one by one,
+        minus the round-off of inverting a saturated ``rho``)."""
+        u = None
         for layer in self.layers:
-            x = layer(x)
+            rho_inv_x = None if u is None else layer.act.rho_inv_rho(u)
+            u = layer.preactivation(x, rho_inv_z=rho_inv_x)
+            x = layer.act.rho(u)
         return x
 
     def forward(self, x: Tensor) -> Tensor:

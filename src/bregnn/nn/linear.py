@@ -128,13 +128,24 @@ class BregmanLinear(nn.Module):
             return logits
         return torch.randn(self.out_features, self.in_features)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def _check_width(self, z: Tensor) -> None:
         if z.shape[-1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__} expects inputs with last dimension "
                 f"in_features={self.in_features}; got shape {tuple(z.shape)}"
             )
+
+    def forward(self, z: Tensor) -> Tensor:
+        self._check_width(z)
         return F.bregman_linear(z, self.weight, self.bias, self.act, self.variant, self.mixing)
+
+    def preactivation(self, z: Tensor, rho_inv_z: Tensor | None = None) -> Tensor:
+        """``u`` with ``self(z) == self.act.rho(u)``; see
+        :func:`bregnn.functional.bregman_preactivation` for ``rho_inv_z``."""
+        self._check_width(z)
+        return F.bregman_preactivation(
+            z, self.weight, self.bias, self.act, self.variant, self.mixing, rho_inv_z
+        )
 
     def extra_repr(self) -> str:
         return (
