@@ -4,6 +4,7 @@ the real Fashion-MNIST / MNIST files when they are present."""
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from bregnn.data.idx import (
     read_idx_bytes,
 )
 
-SHARED = Path("/work/shared/data")
+# the real files, when present: $BREGNN_DATA (set by the Makefile), else ../shared/data
+SHARED = Path(os.environ.get("BREGNN_DATA", Path(__file__).parents[3] / "shared" / "data"))
 
 _CODES = {("u", 1): 0x08, ("i", 4): 0x0C, ("f", 8): 0x0E}
 
