@@ -245,57 +245,21 @@ def evaluate_autoencoder(
 class AutoencoderSGD(SGD):
     """``sgd-bp`` on :func:`forward_objective` (output loss plus regularisers)."""
 
-    def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
-        cfg = self.config
-        loss, grad = forward_objective_and_grads(self.network, self.params(state), x0, y)
-        vw = tuple(
-            cfg.momentum * v + g for v, g in zip(state.velocity_w, grad.weights, strict=True)
-        )
-        vb = tuple(cfg.momentum * v + g for v, g in zip(state.velocity_b, grad.biases, strict=True))
-        weights = tuple(w - cfg.lr * v for w, v in zip(state.weights, vw, strict=True))
-        biases = tuple(b - cfg.lr * v for b, v in zip(state.biases, vb, strict=True))
-        return BackpropState(weights, biases, vw, vb, state.step + 1, loss.reshape(1))
+    def loss_and_grad(self, params: Params, x0: Tensor, y: Tensor) -> tuple[Tensor, Params]:
+        return forward_objective_and_grads(self.network, params, x0, y)
 
     @torch.no_grad()
     def objective(self, state: BackpropState, x0: Tensor, y: Tensor) -> Tensor:
         return forward_objective(self.network, self.params(state), x0, y).mean()
 
 
-class AutoencoderFullBatchGD(AutoencoderSGD):
+class AutoencoderFullBatchGD(AutoencoderSGD, FullBatchGD):
     """``gd-bp`` on :func:`forward_objective`: full-batch gradient descent."""
 
-    name = FullBatchGD.name
-    full_batch = True
-    Config = FullBatchGD.Config
 
-
-class AutoencoderImplicitSGD(AutoencoderSGD):
+class AutoencoderImplicitSGD(AutoencoderSGD, ImplicitSGD):
     r"""``isgd-bp`` on :func:`forward_objective`: per batch, ``inner_iters`` gradient steps
     of size :math:`\eta/m` on :math:`m F_{\text{batch}}(\Theta) + \tfrac\tau2|\Theta - \Theta^{k-1}|^2`."""
-
-    name = ImplicitSGD.name
-    Config = ImplicitSGD.Config
-
-    def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
-        cfg = self.config
-        m = x0.shape[0]
-        eta = cfg.lr / m
-        anchor = self.params(state)
-        weights, biases = anchor.weights, anchor.biases
-        loss = torch.full((), float("nan"))
-        for _ in range(cfg.inner_iters):
-            loss, grad = forward_objective_and_grads(self.network, Params(weights, biases), x0, y)
-            weights = tuple(
-                w - eta * (m * g + cfg.tau * (w - a))
-                for w, g, a in zip(weights, grad.weights, anchor.weights, strict=True)
-            )
-            biases = tuple(
-                b - eta * (m * g + cfg.tau * (b - a))
-                for b, g, a in zip(biases, grad.biases, anchor.biases, strict=True)
-            )
-        return BackpropState(
-            weights, biases, state.velocity_w, state.velocity_b, state.step + 1, loss.reshape(1)
-        )
 
 
 BP_SOLVERS = {

@@ -123,9 +123,14 @@ class SGD(Solver):
             torch.full((1,), float("nan"), dtype=params.weights[0].dtype),
         )
 
-    def _momentum_step(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
+    def loss_and_grad(self, params: Params, x0: Tensor, y: Tensor) -> tuple[Tensor, Params]:
+        """The training loss of a batch and its gradient in ``params`` (override to train
+        another objective with the same updates)."""
+        return loss_and_grads(self.network, params, x0, y)
+
+    def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
         cfg = self.config
-        loss, grad = loss_and_grads(self.network, self.params(state), x0, y)
+        loss, grad = self.loss_and_grad(self.params(state), x0, y)
         vw = tuple(
             cfg.momentum * v + g for v, g in zip(state.velocity_w, grad.weights, strict=True)
         )
@@ -133,9 +138,6 @@ class SGD(Solver):
         weights = tuple(w - cfg.lr * v for w, v in zip(state.weights, vw, strict=True))
         biases = tuple(b - cfg.lr * v for b, v in zip(state.biases, vb, strict=True))
         return BackpropState(weights, biases, vw, vb, state.step + 1, loss.reshape(1))
-
-    def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
-        return self._momentum_step(state, x0, y)
 
     @torch.no_grad()
     def objective(self, state: BackpropState, x0: Tensor, y: Tensor) -> Tensor:
@@ -164,7 +166,7 @@ class ImplicitSGD(SGD):
         anchor = self.params(state)
         weights, biases = anchor.weights, anchor.biases
         for _ in range(cfg.inner_iters):
-            loss, grad = loss_and_grads(self.network, Params(weights, biases), x0, y)
+            loss, grad = self.loss_and_grad(Params(weights, biases), x0, y)
             # gradient of m * mean loss + tau/2 |Theta - anchor|^2
             weights = tuple(
                 w - eta * (m * g + cfg.tau * (w - a))
