@@ -35,7 +35,16 @@ DATASETS = ("fashion-mnist", "mnist")
 NAME = "lifted-classify"
 HELP = "Train an MLP classifier by lifted Bregman training or a baseline (Wang & Benning)."
 
-SETTINGS = ("batch_size", "inner_iters", "tau", "lr", "step_scale", "acceleration", "momentum")
+SETTINGS = (
+    "batch_size",
+    "inner_iters",
+    "tau",
+    "lr",
+    "step_scale",
+    "alternating",
+    "acceleration",
+    "momentum",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, default=100.0)
     parser.add_argument("--lr", type=float, default=None, help="backprop learning rate")
     parser.add_argument("--step-scale", type=float, default=None, help="lifted step scale")
+    parser.add_argument(
+        "--alternating",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lbn-s: Gauss-Seidel sweeps (Theta, then X) instead of simultaneous steps",
+    )
     parser.add_argument("--acceleration", default=None, help="lbn-d: none|nesterov|heavy-ball")
     parser.add_argument("--momentum", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)

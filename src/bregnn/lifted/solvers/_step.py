@@ -75,11 +75,16 @@ def joint_step(
     anchor: Params | None = None,
     shift: tuple[Params, Sequence[Tensor]] | None = None,
     input_sq: float | None = None,
+    alternating: bool = False,
 ) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]:
     """One step (see the module doc). ``anchor`` is :math:`\\Theta^{\\mathrm{ref}}` of the
     proximal term (needed when ``tau > 0``); ``shift`` is added to every block before the
     prox (heavy-ball momentum); ``input_sq`` is :math:`|\\tilde X_0|_2^2` when the caller
     already knows it (the input of a batch does not change during its inner iterations).
+    ``alternating``: update :math:`\\Theta` first, then take the :math:`X` step on the
+    gradient at the new :math:`\\Theta` (with :math:`L_{x}` from the new weights): a
+    Gauss-Seidel sweep over the two blocks, for which each block's step ``step_scale / L``
+    with ``step_scale < 2`` decreases the energy (one more residual evaluation per step).
     Returns ``(params, aux, w_vecs, x_vecs)``."""
     lambdas = network.lambdas
     curv = [penalty.curvature_z(a) for a in network.activations] + [output_curvature(network)]
@@ -93,19 +98,19 @@ def joint_step(
             sq = float(sq)
         new_x_vecs.append(vec)
         step_w.append(step_scale / (lambdas[l] * curv[l] * sq + tau))
-    new_w_vecs, step_x = [], []
-    for l, vec in enumerate(w_vecs):
-        sq, vec = power_step(params.weights[l + 1], vec)
-        new_w_vecs.append(vec)
-        step_x.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
+    _check_steps("W", step_w, step_scale)
 
-    for name, steps in (("W", step_w), ("x", step_x)):
-        for l, t in enumerate(steps, start=1):
-            if not (math.isfinite(t) and t > 0):
-                raise FloatingPointError(
-                    f"the lifted iteration diverged: step size tau_{name} of layer {l} is {t} "
-                    f"(non-finite spectral norm estimate); lower step_scale (now {step_scale})"
-                )
+    def x_steps(weights: Sequence[Tensor]) -> tuple[list[float], list[Tensor]]:
+        vecs, steps = [], []
+        for l, vec in enumerate(w_vecs):
+            sq, vec = power_step(weights[l + 1], vec)
+            vecs.append(vec)
+            steps.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
+        _check_steps("x", steps, step_scale)
+        return steps, vecs
+
+    if not alternating:
+        step_x, new_w_vecs = x_steps(params.weights)
     grad, grad_aux, _ = network.smooth_grads(params, x0, aux, y, penalty)
     weights, biases = [], []
     for l, (w, b, gw, gb, t) in enumerate(
@@ -121,11 +126,24 @@ def joint_step(
             w_new, b_new = w_new + shift[0].weights[l], b_new + shift[0].biases[l]
         weights.append(w_new)
         biases.append(b_new)
+    new_params = Params(tuple(weights), tuple(biases))
+    if alternating:
+        step_x, new_w_vecs = x_steps(new_params.weights)
+        _, grad_aux, _ = network.smooth_grads(new_params, x0, aux, y, penalty)
     half = [torch.add(x, g, alpha=-t) for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
     if shift is not None:
         half = [h + s for h, s in zip(half, shift[1], strict=True)]
     new_aux = network.prox_g(half, step_x, penalty)
-    return Params(tuple(weights), tuple(biases)), new_aux, tuple(new_w_vecs), tuple(new_x_vecs)
+    return new_params, new_aux, tuple(new_w_vecs), tuple(new_x_vecs)
+
+
+def _check_steps(name: str, steps: Sequence[float], step_scale: float) -> None:
+    for l, t in enumerate(steps, start=1):
+        if not (math.isfinite(t) and t > 0):
+            raise FloatingPointError(
+                f"the lifted iteration diverged: step size tau_{name} of layer {l} is {t} "
+                f"(non-finite spectral norm estimate); lower step_scale (now {step_scale})"
+            )
 
 
 def batch_metrics(

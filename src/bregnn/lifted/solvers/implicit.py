@@ -53,6 +53,8 @@ class ImplicitConfig:
             default.
         track: compute the batch energy and consistency after each batch (one extra
             forward pass; ``state.metrics``).
+        alternating: Gauss-Seidel sweeps (``Theta``, then ``X`` at the new ``Theta``)
+            instead of the simultaneous step; see :func:`~bregnn.lifted.solvers._step.joint_step`.
     """
 
     batch_size: int = 100
@@ -60,6 +62,7 @@ class ImplicitConfig:
     tau: float = 100.0
     step_scale: float = 1.0
     track: bool = True
+    alternating: bool = False
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size, integer=True)
@@ -130,6 +133,7 @@ class ImplicitLiftedBregman(Solver):
                 tau=cfg.tau,
                 anchor=anchor,
                 input_sq=input_sq,
+                alternating=cfg.alternating,
             )
         metrics = (
             batch_metrics(self.network, self.penalty, params, aux, x0, y)
