@@ -254,3 +254,33 @@ def test_divergence_is_reported_clearly():
     w_vecs, x_vecs = initial_vectors(net, torch.float32)
     with pytest.raises(FloatingPointError, match=r"diverged.*lower step_scale"):
         joint_step(net, penalty("bregman"), broken, hidden, x0, y, w_vecs, x_vecs, step_scale=1.0)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_alternating_step_is_the_theta_step_then_the_x_step_at_the_new_theta(act):
+    net, _, params, x0, y = _teacher(act=act, dtype=torch.float64)
+    aux, _ = net.forward(params, x0)
+    aux = tuple(a + 0.1 for a in aux)  # off the forward pass, so every block moves
+    vecs = initial_vectors(net, torch.float64)
+    kw = {"step_scale": 1.99, "tau": 2.0, "anchor": params}
+    pen = penalty("bregman")
+    p_jac, a_jac, _, _ = joint_step(net, pen, params, aux, x0, y, *vecs, **kw)
+    p_alt, a_alt, _, _ = joint_step(net, pen, params, aux, x0, y, *vecs, alternating=True, **kw)
+    for a, b in zip((*p_alt.weights, *p_alt.biases), (*p_jac.weights, *p_jac.biases)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _, a_ref, _, _ = joint_step(net, pen, p_alt, aux, x0, y, *vecs, **kw)
+    for a, b in zip(a_alt, a_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert max((a - b).abs().max().item() for a, b in zip(a_alt, a_jac)) > 1e-6
+
+
+def test_alternating_lbn_s_lowers_the_batch_energy_at_the_papers_step():
+    net, _, params, x0, y = _teacher(m=60)
+    solver = make_solver(
+        "lbn-s", net, batch_size=60, inner_iters=15, tau=1.0, step_scale=1.99, alternating=True
+    )
+    state = solver.init_state(params, x0, y)
+    start = solver.objective(state, x0, y)
+    for _ in range(5):
+        state = solver.update(state, x0, y)
+    assert solver.objective(state, x0, y) < 0.8 * start
