@@ -208,6 +208,29 @@ class Activation(nn.Module):
                 lo = torch.where(positive, lo, mid)
         return self.rho(0.5 * (lo + hi)).to(z.dtype)
 
+    # -- the lifted Bregman loss -----------------------------------------------------------------
+    def in_domain(self, x: Tensor) -> Tensor:
+        """Per sample (last dimension reduced): is ``x`` in the closed domain of ``Psi``?"""
+        return ((x >= self.lo) & (x <= self.hi)).all(-1)
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        r"""Per-sample :math:`B_\Psi(x, z) = \phi(x) + \phi^*(z) - \langle x, z\rangle`, summed
+        over the last dimension, for ``x`` in the closed domain (see
+        :func:`bregnn.lifted.bregman_loss`, which checks it). Subclasses override this with
+        forms free of cancellation; rounding can push the generic form's exact zero
+        slightly below 0, so it is clamped at 0."""
+        return (self._phi(x) + self.phi_conj(z) - x * z).sum(-1).clamp(min=0)
+
+    def bregman_loss_grad_x(self, x: Tensor, z: Tensor) -> Tensor:
+        r"""The minimal-norm element of :math:`\partial_x B_\Psi(x, z) = \partial\phi(x) - z`:
+        :math:`\rho^{-1}(x) - z` for invertible activations."""
+        if not self.invertible:
+            raise ValueError(
+                f"the x-gradient of the Bregman loss is not available for {self.name!r}; "
+                "use its prox instead"
+            )
+        return self.rho_inv(x) - z
+
     # -- bookkeeping --------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """Constructor parameters (used by ``extra_repr`` and equality)."""
@@ -260,6 +283,9 @@ class Sigmoid(Activation):
     def _phi(self, x: Tensor) -> Tensor:
         return _xlogx(x) + _xlogx(1 - x)
 
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        return (_xlogx(x) + _xlogx(1 - x) + nn.functional.softplus(z) - x * z).sum(-1)
+
     def phi_conj(self, z: Tensor) -> Tensor:
         return nn.functional.softplus(z)
 
@@ -280,6 +306,9 @@ class Tanh(Activation):
 
     def _phi(self, x: Tensor) -> Tensor:
         return _phi_tanh_unit(x)
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        return (_phi_tanh_unit(x) + self.phi_conj(z) - x * z).sum(-1)
 
     def phi_conj(self, z: Tensor) -> Tensor:
         a = z.abs()
@@ -479,6 +508,14 @@ class ReLU(Activation):
         r = torch.relu(z)
         return 0.5 * r * r
 
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        """:math:`\tfrac12|x - \\max(z, 0)|^2 + \\langle x, \\max(-z, 0)\rangle` (``x >= 0``)."""
+        return (0.5 * (x - torch.relu(z)) ** 2 + x * torch.relu(-z)).sum(-1)
+
+    def bregman_loss_grad_x(self, x: Tensor, z: Tensor) -> Tensor:
+        """``x - z`` where ``x > 0``, ``-max(z, 0)`` at ``x = 0``."""
+        return torch.where(x > 0, x - z, -torch.relu(z))
+
     def prox(self, z: Tensor, t: float | Tensor = 1.0) -> Tensor:
         _check_step(t)
         return torch.relu(z)
@@ -511,6 +548,16 @@ class SoftThreshold(Activation):
         r = torch.relu(z.abs() - self.alpha)
         return 0.5 * r * r
 
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        """:math:`\tfrac12|x - S_\alpha(z)|^2 + \alpha|x|_1 - \\langle x,
+        \\mathrm{clip}(z, -\alpha, \alpha)\rangle`."""
+        a = self.alpha
+        return (0.5 * (x - self.rho(z)) ** 2 + a * x.abs() - x * z.clamp(-a, a)).sum(-1)
+
+    def bregman_loss_grad_x(self, x: Tensor, z: Tensor) -> Tensor:
+        """``x - z + alpha sign(x)`` where ``x != 0``, ``-S_alpha(z)`` at ``x = 0``."""
+        return torch.where(x != 0, x - z + self.alpha * torch.sign(x), -self.rho(z))
+
     def prox(self, z: Tensor, t: float | Tensor = 1.0) -> Tensor:
         t = _check_step(t)
         return torch.sign(z) * torch.relu(z.abs() - t * self.alpha)
@@ -533,6 +580,9 @@ class Identity(Activation):
 
     def phi_conj(self, z: Tensor) -> Tensor:
         return 0.5 * z * z
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        return 0.5 * ((x - z) ** 2).sum(-1)
 
     def prox(self, z: Tensor, t: float | Tensor = 1.0) -> Tensor:
         _check_step(t)
@@ -567,6 +617,20 @@ class Softmax(Activation):
 
     def phi_conj(self, z: Tensor) -> Tensor:
         return torch.logsumexp(z, dim=-1)
+
+    def in_domain(self, x: Tensor, atol: float = 1e-5) -> Tensor:
+        return (x >= 0).all(-1) & ((x.sum(-1) - 1).abs() <= atol)
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        r""":math:`\mathrm{KL}(x \| \mathrm{softmax}(z))`: cross-entropy minus the entropy
+        of ``x`` (a shifted multinomial logistic loss)."""
+        return _xlogx(x).sum(-1) - (x * torch.log_softmax(z, dim=-1)).sum(-1)
+
+    def bregman_loss_grad_x(self, x: Tensor, z: Tensor) -> Tensor:
+        raise ValueError(
+            "the x-gradient of the softmax Bregman loss is not available "
+            "(Psi is not separable); use its prox instead"
+        )
 
     def prox(self, z: Tensor, t: float | Tensor = 1.0) -> Tensor:
         r"""Prox of :math:`t\Psi` on the simplex (``0 < t <= 1``).
