@@ -2,8 +2,9 @@ r"""Implicit stochastic lifted training (the paper's Algorithm 1, LBN-S) and the
 baselines solved by the same scheme.
 
 Per mini-batch :math:`k`: initialise :math:`X` by a forward pass with
-:math:`\Theta^{k-1}`, then run ``inner_iters`` joint proximal-gradient steps
-(:func:`~bregnn.lifted.solvers._step.joint_step`) on
+:math:`\Theta^{k-1}`, then run ``inner_iters`` proximal-gradient steps
+(:func:`~bregnn.lifted.solvers._step.joint_step`; simultaneous, or alternating ``Theta``
+then ``X``) on
 
 .. math::  E_k(\Theta, X) + \tfrac{\tau}{2}|\Theta - \Theta^{k-1}|^2,
 
@@ -46,15 +47,17 @@ class ImplicitConfig:
         batch_size: samples per mini-batch.
         inner_iters: proximal-gradient iterations per batch (the paper's ``N``).
         tau: weight :math:`\\tau_k` of the proximal term on :math:`\\Theta` (constant).
-        step_scale: numerator of the block-Lipschitz step sizes. The paper uses 1.99; with
-            the simultaneous (Jacobi) block update here 1.99 made the batch energy diverge
-            (a 100-sample Fashion-MNIST batch, 784-64-64-10 ReLU: 128 -> 3.7e6 in 15
-            iterations) while 1.0 decreases it monotonically (128 -> 22.9), so 1.0 is the
-            default.
+        step_scale: numerator of the block-Lipschitz step sizes (the paper uses 1.99).
         track: compute the batch energy and consistency after each batch (one extra
             forward pass; ``state.metrics``).
-        alternating: Gauss-Seidel sweeps (``Theta``, then ``X`` at the new ``Theta``)
-            instead of the simultaneous step; see :func:`~bregnn.lifted.solvers._step.joint_step`.
+        alternating: Gauss-Seidel sweeps (``Theta``, then ``X`` at the new ``Theta``; see
+            :func:`~bregnn.lifted.solvers._step.joint_step`) instead of the simultaneous
+            step. Defaults (``step_scale=1.0``, simultaneous) are the setting stable on
+            every problem tried: with simultaneous steps the paper's 1.99 made the batch
+            energy diverge (a 100-sample Fashion-MNIST batch, 784-64-64-10 ReLU: 128 -> 3.7e6
+            in 15 iterations). ``alternating=True, step_scale=1.99`` is stable on that
+            classifier and trains markedly faster (docs/RESULTS.md), but diverges on the
+            784-wide sparse autoencoder with ``tau = 1``.
     """
 
     batch_size: int = 100
