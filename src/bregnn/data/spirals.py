@@ -13,7 +13,7 @@ __all__ = ["split", "two_spirals"]
 def two_spirals(
     n: int = 1000,
     noise: float = 0.05,
-    turns: float = 1.75,
+    turns: float = 1.0,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
@@ -22,7 +22,8 @@ def two_spirals(
     Class ``c`` at parameter :math:`s \sim U(0, 1)` is the point
     :math:`s\,(\cos\theta, \sin\theta)` with :math:`\theta = 2\pi\,\text{turns}\,s + c\pi`,
     plus Gaussian noise of standard deviation ``noise``; coordinates lie in about
-    :math:`[-1, 1]^2`. Deterministic given ``seed``.
+    :math:`[-1, 1]^2`. Deterministic given ``seed``. The default, one turn, is the setting of
+    the Bregman-networks paper (its authors' generator draws one turn too).
 
     Returns: inputs ``(n, 2)`` and labels ``(n,)`` (int64, in {0, 1}), shuffled.
     """
