@@ -41,7 +41,13 @@ from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.penalties import Penalty
 from bregnn.lifted.solvers.base import power_step, power_step_augmented
 
-__all__ = ["initial_vectors", "joint_step", "output_curvature"]
+__all__ = [
+    "initial_vectors",
+    "joint_step",
+    "output_curvature",
+    "theta_step_sizes",
+    "x_step_sizes",
+]
 
 
 def output_curvature(network: LiftedNetwork) -> float:
@@ -58,6 +64,55 @@ def initial_vectors(
     w_vecs = tuple(torch.full((n,), n**-0.5, dtype=dtype) for n in sizes[1:-1])
     x_vecs = tuple(torch.full((n + 1,), (n + 1) ** -0.5, dtype=dtype) for n in sizes[:-1])
     return w_vecs, x_vecs
+
+
+def _curvatures(network: LiftedNetwork, penalty: Penalty) -> list[float]:
+    return [penalty.curvature_z(a) for a in network.activations] + [output_curvature(network)]
+
+
+def theta_step_sizes(
+    network: LiftedNetwork,
+    penalty: Penalty,
+    inputs: Sequence[Tensor],
+    x_vecs: Sequence[Tensor],
+    step_scale: float,
+    tau: float = 0.0,
+    input_sq: float | None = None,
+) -> tuple[list[float], tuple[Tensor, ...]]:
+    """Steps ``step_scale / L_Theta_l`` of every layer from the layer inputs
+    ``(x0, x_1, ..., x_{L-1})`` (see the module doc), and the updated power vectors;
+    ``input_sq`` is :math:`|\\tilde X_0|_2^2` when already known."""
+    lambdas, curv = network.lambdas, _curvatures(network, penalty)
+    steps, vecs = [], []
+    for l, (inp, vec) in enumerate(zip(inputs, x_vecs, strict=True)):
+        if l == 0 and input_sq is not None:
+            sq = input_sq
+        else:
+            sq, vec = power_step_augmented(inp, vec)
+            sq = float(sq)
+        vecs.append(vec)
+        steps.append(step_scale / (lambdas[l] * curv[l] * sq + tau))
+    _check_steps("W", steps, step_scale)
+    return steps, tuple(vecs)
+
+
+def x_step_sizes(
+    network: LiftedNetwork,
+    penalty: Penalty,
+    weights: Sequence[Tensor],
+    w_vecs: Sequence[Tensor],
+    step_scale: float,
+) -> tuple[list[float], tuple[Tensor, ...]]:
+    """Steps ``step_scale / L_x_l`` of every hidden layer from the weights (see the module
+    doc), and the updated power vectors."""
+    lambdas, curv = network.lambdas, _curvatures(network, penalty)
+    steps, vecs = [], []
+    for l, vec in enumerate(w_vecs):
+        sq, vec = power_step(weights[l + 1], vec)
+        vecs.append(vec)
+        steps.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
+    _check_steps("x", steps, step_scale)
+    return steps, tuple(vecs)
 
 
 def joint_step(
@@ -86,31 +141,11 @@ def joint_step(
     Gauss-Seidel sweep over the two blocks, for which each block's step ``step_scale / L``
     with ``step_scale < 2`` decreases the energy (one more residual evaluation per step).
     Returns ``(params, aux, w_vecs, x_vecs)``."""
-    lambdas = network.lambdas
-    curv = [penalty.curvature_z(a) for a in network.activations] + [output_curvature(network)]
-    inputs = (x0, *aux)
-    new_x_vecs, step_w = [], []
-    for l, (inp, vec) in enumerate(zip(inputs, x_vecs, strict=True)):
-        if l == 0 and input_sq is not None:
-            sq = input_sq
-        else:
-            sq, vec = power_step_augmented(inp, vec)
-            sq = float(sq)
-        new_x_vecs.append(vec)
-        step_w.append(step_scale / (lambdas[l] * curv[l] * sq + tau))
-    _check_steps("W", step_w, step_scale)
-
-    def x_steps(weights: Sequence[Tensor]) -> tuple[list[float], list[Tensor]]:
-        vecs, steps = [], []
-        for l, vec in enumerate(w_vecs):
-            sq, vec = power_step(weights[l + 1], vec)
-            vecs.append(vec)
-            steps.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
-        _check_steps("x", steps, step_scale)
-        return steps, vecs
-
+    step_w, new_x_vecs = theta_step_sizes(
+        network, penalty, (x0, *aux), x_vecs, step_scale, tau, input_sq
+    )
     if not alternating:
-        step_x, new_w_vecs = x_steps(params.weights)
+        step_x, new_w_vecs = x_step_sizes(network, penalty, params.weights, w_vecs, step_scale)
     grad, grad_aux, _ = network.smooth_grads(params, x0, aux, y, penalty)
     weights, biases = [], []
     for l, (w, b, gw, gb, t) in enumerate(
@@ -128,7 +163,7 @@ def joint_step(
         biases.append(b_new)
     new_params = Params(tuple(weights), tuple(biases))
     if alternating:
-        step_x, new_w_vecs = x_steps(new_params.weights)
+        step_x, new_w_vecs = x_step_sizes(network, penalty, new_params.weights, w_vecs, step_scale)
         _, grad_aux, _ = network.smooth_grads(new_params, x0, aux, y, penalty)
     half = [torch.add(x, g, alpha=-t) for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
     if shift is not None:

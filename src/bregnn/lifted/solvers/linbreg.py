@@ -37,9 +37,10 @@ from bregnn.lifted.solvers._step import (
     batch_metrics,
     initial_vectors,
     metric_names,
-    output_curvature,
+    theta_step_sizes,
+    x_step_sizes,
 )
-from bregnn.lifted.solvers.base import Solver, check_positive, power_step, power_step_augmented
+from bregnn.lifted.solvers.base import Solver, check_positive
 
 __all__ = ["LinBreg", "LinBregConfig", "LinBregState", "shrink", "weight_sparsity"]
 
@@ -117,23 +118,12 @@ class LinBreg(Solver):
     def update(self, state: LinBregState, x0: Tensor, y: Tensor) -> LinBregState:
         cfg = self.config
         net, pen = self.network, self.penalty
-        lambdas = net.lambdas
-        curv = [pen.curvature_z(a) for a in net.activations] + [output_curvature(net)]
         weights, biases, v = state.weights, state.biases, state.v
         aux, _ = net.forward(Params(weights, biases), x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
         for _ in range(cfg.inner_iters):
-            inputs = (x0, *aux)
-            step_b, new_x_vecs = [], []
-            for l, (inp, vec) in enumerate(zip(inputs, x_vecs, strict=True)):
-                sq, vec = power_step_augmented(inp, vec)
-                new_x_vecs.append(vec)
-                step_b.append(cfg.step_scale / (lambdas[l] * curv[l] * sq))
-            step_x, new_w_vecs = [], []
-            for l, vec in enumerate(w_vecs):
-                sq, vec = power_step(weights[l + 1], vec)
-                new_w_vecs.append(vec)
-                step_x.append(cfg.step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * sq))
+            step_b, new_x_vecs = theta_step_sizes(net, pen, (x0, *aux), x_vecs, cfg.step_scale)
+            step_x, new_w_vecs = x_step_sizes(net, pen, weights, w_vecs, cfg.step_scale)
             grad, grad_aux, _ = net.smooth_grads(Params(weights, biases), x0, aux, y, pen)
             v = tuple(
                 vl - (t / cfg.delta) * g for vl, g, t in zip(v, grad.weights, step_b, strict=True)
@@ -142,7 +132,7 @@ class LinBreg(Solver):
             biases = tuple(b - t * g for b, g, t in zip(biases, grad.biases, step_b, strict=True))
             half = [x - t * g for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
             aux = net.prox_g(half, step_x, pen)
-            w_vecs, x_vecs = tuple(new_w_vecs), tuple(new_x_vecs)
+            w_vecs, x_vecs = new_w_vecs, new_x_vecs
         params = Params(weights, biases)
         base = batch_metrics(net, pen, params, aux, x0, y)
         sparsity = torch.tensor([weight_sparsity(weights)], dtype=base.dtype)
