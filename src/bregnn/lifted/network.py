@@ -310,15 +310,9 @@ class LiftedNetwork:
         linear = torch.zeros(len(self.activations), dtype=torch.float64)
         for start in range(0, x0.shape[0], chunk):
             xb = x0[start : start + chunk]
-            zs = []
-            x = xb
-            for w, b, act in zip(params.weights, params.biases, self.activations, strict=False):
-                z = torch.addmm(b, x, w.T)
-                zs.append(z)
-                x = act.rho(z)
-            out = torch.addmm(params.biases[-1], x, params.weights[-1].T)
+            hidden, out = self.forward(params, xb)
             correct += int((out.argmax(-1) == labels[start : start + chunk]).sum())
-            fr = self.linear_fraction(zs)
+            fr = self.linear_fraction(self.pre_activations(params, xb, hidden))
             if fr:
                 linear += torch.stack(fr).double() * xb.shape[0]
         n = x0.shape[0]

@@ -154,18 +154,3 @@ class ResidualLiftedNetwork(LiftedNetwork):
         if isinstance(self.output, Softmax):
             model = nn.Sequential(model, Softmax())
         return model
-
-    @torch.no_grad()
-    def evaluate(self, params: Params, x0: Tensor, labels: Tensor, chunk: int = 20000) -> dict:
-        """Accuracy of the plain (residual) forward pass and per-layer linear fractions."""
-        correct = 0
-        linear = torch.zeros(len(self.activations), dtype=torch.float64)
-        for start in range(0, x0.shape[0], chunk):
-            xb = x0[start : start + chunk]
-            incs, out = self.forward(params, xb)
-            correct += int((out.argmax(-1) == labels[start : start + chunk]).sum())
-            fr = self.linear_fraction(self.pre_activations(params, xb, incs))
-            if fr:
-                linear += torch.stack(fr).double() * xb.shape[0]
-        n = x0.shape[0]
-        return {"accuracy": correct / n, "linear": (linear / n).tolist()}
