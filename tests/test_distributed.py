@@ -6,7 +6,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bregnn.distributed import DistContext, cleanup, fit_distributed, init_process, shard
+from bregnn.distributed import (
+    DistContext,
+    all_sum,
+    average,
+    barrier,
+    cleanup,
+    context,
+    init_process,
+    shard,
+)
 from bregnn.models import MLP
 from bregnn.train import TrainConfig, fit, load_checkpoint
 
@@ -39,11 +48,22 @@ def _worker(rank: int, init_method: str, run_dir: str, out_path: str) -> None:
     ctx = init_process(rank, WORLD, init_method, backend="gloo")
     try:
         model = _model()
-        history = fit_distributed(
-            model, _problem(), _config(), ctx, val=_problem(), run_dir=run_dir
-        )
+        assert context() == ctx
+        history = fit(model, _problem(), _config(), val=_problem(), run_dir=run_dir, ctx=ctx)
+        x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]) * (rank + 1)  # rank 0: x, rank 1: 2x
+        mean_x, mean_n = average([x, torch.tensor([rank + 1, 4])], ctx)
+        sums = all_sum([float(rank), 1.0], ctx)
+        barrier(ctx)
         if ctx.is_main:
-            torch.save({"state": model.state_dict(), "rows": history.rows}, out_path)
+            torch.save(
+                {
+                    "state": model.state_dict(),
+                    "rows": history.rows,
+                    "mean": (mean_x, mean_n),
+                    "sums": sums,
+                },
+                out_path,
+            )
     finally:
         cleanup()
 
@@ -62,6 +82,9 @@ def test_two_processes_match_single_process_training(tmp_path):
         _worker, args=(init_method, str(tmp_path / "run"), str(out_path)), nprocs=WORLD, join=True
     )
     ddp = torch.load(out_path, weights_only=True)
+    torch.testing.assert_close(ddp["mean"][0], torch.tensor([[1.5, 3.0], [4.5, 6.0]]))
+    assert ddp["mean"][1].tolist() == [1, 4]  # integers: the floor of the mean
+    assert ddp["sums"] == [1.0, 2.0]
 
     reference = _model()
     history = fit(reference, _problem(), _config(), val=_problem())
@@ -79,21 +102,35 @@ def test_two_processes_match_single_process_training(tmp_path):
 
 
 def test_single_process_context_matches_fit():
-    ctx = DistContext(0, 1, 0, torch.device("cpu"))
     ours, reference = _model(), _model()
-    fit_distributed(ours, _problem(), _config(), ctx)
+    fit(ours, _problem(), _config(), ctx=DistContext(0, 1, 0, torch.device("cpu")))
     fit(reference, _problem(), _config())
     for a, b in zip(ours.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_one_process_needs_no_group():
+    ctx = context()
+    assert ctx == DistContext() and ctx.is_main and not ctx.initialized
+    assert DistContext(world_size=2).initialized
+    x = torch.ones(3)
+    (mean,) = average([x], ctx)
+    assert torch.equal(mean, x) and mean is not x  # a clone
+    assert all_sum([1.5, 2.0], ctx) == [1.5, 2.0]
+    barrier(ctx)  # no-op
+    barrier()
+    cleanup()  # no-op
+
+
 def test_bad_arguments():
     ctx = DistContext(0, 4, 0, torch.device("cpu"))
     with pytest.raises(ValueError, match="smaller than world_size"):
-        fit_distributed(_model(), _problem(), TrainConfig(batch_size=2, epochs=1), ctx)
+        fit(_model(), _problem(), TrainConfig(batch_size=2, epochs=1), ctx=ctx)
     with pytest.raises(ValueError, match="outside"):
         init_process(3, 2, "file:///nonexistent")
-    with pytest.raises(ValueError, match="unknown backend 'mpi2'"):
+    with pytest.raises(
+        ValueError, match=r"unknown backend 'mpi2'; valid backends: \['auto', 'gloo', 'nccl'\]"
+    ):
         init_process(0, 1, "file:///nonexistent", backend="mpi2")
 
 

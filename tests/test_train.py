@@ -7,6 +7,7 @@ import torch
 
 from bregnn.data import RangeScaler, split, two_spirals
 from bregnn.models import MLP
+from bregnn.runs import RunError
 from bregnn.train import TrainConfig, fit, load_checkpoint
 
 
@@ -67,24 +68,60 @@ def test_early_stopping_restores_the_best_weights(tmp_path) -> None:
 
 
 def test_checkpoint_error_paths(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(RunError, match="no train checkpoint at .*missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="damaged"):
+    with pytest.raises(RunError, match="bad.pt is not a readable bregnn train checkpoint"):
         load_checkpoint(bad)
     train, val, _ = _problem()
     cfg = TrainConfig(lr=0.1, epochs=1, batch_size=64, progress=False)
     fit(_model(), train, cfg, run_dir=tmp_path / "run")
     other = MLP(2, [5], 2, activation="tanh")
-    with pytest.raises(ValueError, match="different model"):
-        fit(
-            other,
-            train,
-            TrainConfig(lr=0.1, epochs=2, progress=False),
-            run_dir=tmp_path / "run",
-            resume=True,
-        )
+    with pytest.raises(RunError, match="different model"):
+        fit(other, train, TrainConfig(**{**cfg.__dict__, "epochs": 2}), run_dir=tmp_path / "run",
+            resume=True)  # fmt: skip
+
+
+def test_a_run_directory_is_never_silently_reused(tmp_path) -> None:
+    train, _, _ = _problem()
+    cfg = TrainConfig(lr=0.1, epochs=1, batch_size=64, progress=False)
+    fit(_model(), train, cfg, run_dir=tmp_path)
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        fit(_model(), train, cfg, run_dir=tmp_path)
+    changed = TrainConfig(**{**cfg.__dict__, "lr": 0.5, "epochs": 2})
+    with pytest.raises(RunError, match="lr saved 0.1, requested 0.5") as info:
+        fit(_model(), train, changed, run_dir=tmp_path, resume=True)
+    assert "epochs" not in str(info.value)  # epochs may change: it extends the run
+
+
+def test_non_finite_inputs_are_a_data_problem() -> None:
+    x = torch.zeros(6, 2)
+    x[1, 0], x[4, 1] = float("nan"), float("inf")
+    y = torch.zeros(6, dtype=torch.long)
+    with pytest.raises(ValueError, match="training inputs contain 2 non-finite values"):
+        fit(_model(), (x, y), TrainConfig(progress=False))
+
+
+def test_divergence_names_the_setting_to_lower() -> None:
+    train, _, _ = _problem()
+    model = MLP(2, [8, 8], 2, activation="tanh", variant="standard")
+    with torch.no_grad():
+        model.head.weight.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"diverged at epoch 1.*SGD, lr 0.1.*--lr"):
+        fit(model, train, TrainConfig(lr=0.1, epochs=1, progress=False))
+
+
+def test_progress_lines_when_not_on_a_terminal(capsys) -> None:
+    train, _, test = _problem()
+    cfg = TrainConfig(lr=0.1, epochs=2, batch_size=64, desc="spiral")
+    fit(_model(), train, cfg, test=test)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("spiral 1/2 loss ") and " test_acc " in lines[0]
+    assert lines[1].startswith("spiral 2/2 ") and lines[1].endswith("s")
+    fit(_model(), train, TrainConfig(**{**cfg.__dict__, "progress": False}))
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize(

@@ -1,36 +1,30 @@
-r"""Multi-process data-parallel training with ``torch.distributed`` and DDP.
+r"""Process groups, sharding and collectives on ``torch.distributed`` (a leaf: torch only).
 
 Start one process per device with ``torchrun`` (gloo on CPU, NCCL on GPU)::
 
-    torchrun --standalone --nproc_per_node 2 -m bregnn.cli image-classify --distributed ...
+    torchrun --standalone --nproc_per_node 2 -m bregnn image-classify --distributed ...
 
-Every process holds the whole (in-memory) training set. All ranks draw the *same* permutation
-each epoch (one generator seeded from ``config.seed``), cut it into global batches of
-``config.batch_size`` exactly as :func:`bregnn.train.fit` does, and rank ``r`` takes the
-``r``-th of ``world_size`` contiguous parts of each global batch (:func:`shard`; the batched
-equivalent of ``DistributedSampler``). Each rank's loss is
+Each process joins the group with :func:`init_from_env` (or :func:`init_process`) and gets
+a :class:`DistContext`; code that runs both ways takes a context, and the default
+``DistContext()`` is one process on the CPU, for which every collective here is the
+identity (no process group needed).
 
-.. math::
+**Sharding.** :func:`shard` is the one policy: rank ``r`` of ``W`` takes the ``r``-th of
+``W`` contiguous parts of a sequence (``torch.tensor_split``: part sizes differ by at most
+one). :func:`bregnn.train.fit` applies it to each global batch of a permutation that every
+rank draws identically, the batched equivalent of ``DistributedSampler``; the lifted
+trainers apply it to the training set.
 
-    \ell_r = \frac{W}{|B|}\sum_{i \in B_r} \mathrm{CE}(f(x_i), y_i),
-
-and DDP averages gradients over the :math:`W` ranks, so the update uses
-:math:`\frac1{|B|}\sum_{i\in B}\nabla\mathrm{CE}_i`: the gradient of the global batch's mean
-loss, even when the parts are unequal (the last batch). Without batch normalisation the
-parameters therefore follow single-process :func:`~bregnn.train.fit` step for step (a test
-checks it); with BN each rank normalises with its own part's statistics unless the model
-uses ``SyncBatchNorm`` (converted automatically on CUDA).
-
-Only rank 0 writes ``metrics.csv``, ``config.json`` and the checkpoint, in the format of
-:func:`~bregnn.train.fit` (unwrapped ``state_dict``), so :func:`~bregnn.train.load_checkpoint`
-and ``resume`` work across single- and multi-process runs.
+**Collectives.** :func:`all_sum` adds Python floats over ranks (float64), :func:`average`
+averages tensors over ranks with one all-reduce over a flat buffer (model averaging),
+:func:`barrier` waits for every rank, and :func:`wrap_model` wraps a model in
+``DistributedDataParallel`` (``SyncBatchNorm`` on CUDA).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -38,34 +32,62 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bregnn.train import History, TrainConfig, evaluate, fit
-
 __all__ = [
+    "BACKENDS",
     "DistContext",
     "all_sum",
+    "average",
     "barrier",
     "cleanup",
-    "evaluate_sharded",
-    "fit_distributed",
+    "context",
     "init_from_env",
     "init_process",
     "shard",
     "wrap_model",
 ]
 
+BACKENDS = ("auto", "gloo", "nccl")
+"""Valid ``backend`` values: ``auto`` is NCCL for CUDA devices, gloo otherwise."""
+
 
 class DistContext(NamedTuple):
-    """This process's place in the group: ``rank`` of ``world_size``, its ``device``."""
+    """This process's place in the group: ``rank`` of ``world_size``, its ``device``.
 
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+    The default, ``DistContext()``, is a single process on the CPU.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
         """Rank 0: the one process that logs and writes files."""
         return self.rank == 0
+
+    @property
+    def initialized(self) -> bool:
+        """Whether collectives go through a process group (several ranks, or a group of one
+        that has been joined)."""
+        return self.world_size > 1 or _group_ready()
+
+
+def _group_ready() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def context() -> DistContext:
+    """The context of the process group this process has joined (``LOCAL_RANK`` from the
+    environment, else the rank; device ``cuda:local_rank`` under NCCL, else the CPU), or
+    ``DistContext()`` when it has joined none."""
+    if not _group_ready():
+        return DistContext()
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    nccl = dist.get_backend() == "nccl"
+    device = torch.device("cuda", local_rank) if nccl else torch.device("cpu")
+    return DistContext(rank, world_size, local_rank, device)
 
 
 def _env_int(name: str) -> int:
@@ -73,7 +95,7 @@ def _env_int(name: str) -> int:
     if value is None:
         raise ValueError(
             f"environment variable {name} is not set: start distributed runs with torchrun "
-            "(e.g. `torchrun --standalone --nproc_per_node 2 -m bregnn.cli ...`)"
+            "(e.g. `torchrun --standalone --nproc_per_node 2 -m bregnn ...`)"
         )
     try:
         return int(value)
@@ -89,26 +111,30 @@ def init_process(
     device: str | torch.device = "cpu",
     local_rank: int | None = None,
 ) -> DistContext:
-    """Join a process group: ``backend`` defaults to ``nccl`` for CUDA, ``gloo`` otherwise;
-    CUDA processes use device ``cuda:local_rank``."""
+    """Join a process group as ``rank`` of ``world_size``.
+
+    ``backend`` ``None`` or ``"auto"`` is ``nccl`` for CUDA and ``gloo`` otherwise; CUDA
+    processes use device ``cuda:local_rank`` (``local_rank`` defaults to ``rank``).
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKENDS)}")
     local_rank = rank if local_rank is None else local_rank
     dev = torch.device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-    backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"unknown backend {backend!r}; valid backends: ['gloo', 'nccl']")
+    if backend in (None, "auto"):
+        backend = "nccl" if dev.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
     return DistContext(rank, world_size, local_rank, dev)
 
 
 def init_from_env(device: str = "auto", backend: str | None = None) -> DistContext:
     """Join the group described by torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
-    (``MASTER_ADDR``/``MASTER_PORT`` are read by ``env://``); ``auto`` picks CUDA when
-    available."""
+    (``MASTER_ADDR``/``MASTER_PORT`` are read by ``env://``); ``device="auto"`` picks CUDA
+    when available."""
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if device == "auto":
@@ -118,90 +144,76 @@ def init_from_env(device: str = "auto", backend: str | None = None) -> DistConte
 
 def cleanup() -> None:
     """Leave the process group (no-op when none was joined)."""
-    if dist.is_available() and dist.is_initialized():
+    if _group_ready():
         dist.destroy_process_group()
 
 
-def shard(batch: Tensor, rank: int, world_size: int) -> Tensor:
-    """Rank ``rank``'s contiguous part of ``batch`` (``torch.tensor_split`` into
-    ``world_size`` parts whose sizes differ by at most one)."""
-    return torch.tensor_split(batch, world_size)[rank]
+def barrier(ctx: DistContext | None = None) -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if not _group_ready():
+        return
+    if ctx is not None and ctx.device.type == "cuda" and dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[ctx.device.index])
+    else:
+        dist.barrier()
+
+
+def shard(items: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s contiguous part of ``items`` (``torch.tensor_split`` into
+    ``world_size`` parts whose sizes differ by at most one; the first parts are larger).
+
+    >>> [shard(torch.arange(7), r, 3).tolist() for r in range(3)]
+    [[0, 1, 2], [3, 4], [5, 6]]
+    """
+    return torch.tensor_split(items, world_size)[rank]
 
 
 def all_sum(values: list[float], ctx: DistContext) -> list[float]:
-    """Sum each of ``values`` over all ranks (float64 all-reduce)."""
-    if ctx.world_size == 1:
-        return values
+    """Each of ``values`` summed over all ranks (a float64 all-reduce; the identity for one
+    process)."""
+    if not ctx.initialized:
+        return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def evaluate_sharded(
-    model: nn.Module,
-    split: tuple[Tensor, Tensor],
-    ctx: DistContext,
-    transform: Callable[[Tensor], Tensor] | None,
-) -> tuple[float, float]:
-    """Global mean loss and accuracy; each rank evaluates its part of the split."""
-    x, y = split
-    idx = shard(torch.arange(len(x)), ctx.rank, ctx.world_size)
-    n_local = len(idx)
-    if n_local:
-        loss, acc = evaluate(model, x[idx], y[idx], transform=transform)
-    else:
-        loss, acc = 0.0, 0.0
-    loss_sum, correct, n = all_sum([loss * n_local, acc * n_local, float(n_local)], ctx)
-    return loss_sum / max(n, 1.0), correct / max(n, 1.0)
+def average(tensors: Sequence[Tensor], ctx: DistContext) -> list[Tensor]:
+    """The mean over ranks of every tensor in ``tensors``, as new tensors (clones for one
+    process).
 
-
-def barrier() -> None:
-    """Wait for every rank."""
-    dist.barrier()
+    One all-reduce over a flat buffer per dtype (one in all for the usual all-float32
+    parameters); integer tensors get the floor of their mean. The tensors must have the same
+    shapes on every rank and live on ``ctx.device``.
+    """
+    if not ctx.initialized:
+        return [t.detach().clone() for t in tensors]
+    result: list[Tensor | None] = [None] * len(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for dtype, indices in by_dtype.items():
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in indices])
+        dist.all_reduce(flat)
+        if dtype.is_floating_point or dtype.is_complex:
+            flat /= ctx.world_size
+        else:
+            flat = torch.div(flat, ctx.world_size, rounding_mode="floor")
+        offset = 0
+        for i in indices:
+            n = tensors[i].numel()
+            result[i] = flat[offset : offset + n].view_as(tensors[i]).clone()
+            offset += n
+    return result  # type: ignore[return-value]
 
 
 def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     """Move ``model`` to ``ctx.device`` (``SyncBatchNorm`` on CUDA) and wrap it in
     ``DistributedDataParallel`` when there are several ranks; ``model`` keeps the weights."""
     model.to(ctx.device)
-    if ctx.device.type == "cuda" and ctx.world_size > 1:
-        nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if ctx.world_size == 1:
         return model
+    if ctx.device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def fit_distributed(
-    model: nn.Module,
-    train: tuple[Tensor, Tensor],
-    config: TrainConfig,
-    ctx: DistContext,
-    val: tuple[Tensor, Tensor] | None = None,
-    test: tuple[Tensor, Tensor] | None = None,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    train_transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
-    eval_transform: Callable[[Tensor], Tensor] | None = None,
-) -> History:
-    """Data-parallel :func:`bregnn.train.fit` (cross-entropy loss); see the module docstring.
-
-    ``model`` is moved to ``ctx.device`` and wrapped in ``DistributedDataParallel`` (when
-    ``ctx.world_size > 1``); ``model`` itself holds the trained weights afterwards. Every rank
-    must call this with the same arguments. Augmentation draws from a per-rank generator
-    (seed ``config.seed + 1 + rank``); ``resume`` restores weights, optimizer, schedule and
-    the batch order, but restarts these augmentation generators from their seeds (so a
-    resumed augmented multi-process run is not bit-identical to an uninterrupted one).
-    """
-    return fit(
-        model,
-        train,
-        config,
-        val=val,
-        test=test,
-        run_dir=run_dir,
-        resume=resume,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
-        ctx=ctx,
-    )

@@ -1,10 +1,32 @@
-"""A classification training loop: mini-batch SGD over in-memory tensors.
+r"""A classification training loop: mini-batch SGD over in-memory tensors.
 
 Features: momentum / Nesterov / weight decay, step learning-rate milestones, early stopping
 on validation accuracy (the best weights are restored), a per-batch ``transform`` (e.g. the
 batched augmentation of :mod:`bregnn.data`), per-epoch metrics in ``metrics.csv``, an atomic
 checkpoint every epoch (``checkpoint.pt``, loadable with ``torch.load(weights_only=True)``)
 and ``resume`` that continues bit-for-bit where an interrupted run stopped.
+
+Data-parallel training (``ctx``, a :class:`bregnn.distributed.DistContext` with several
+ranks, started by ``torchrun``): every process holds the whole (in-memory) training set.
+All ranks draw the *same* permutation each epoch (one generator seeded from
+``config.seed``), cut it into global batches of ``config.batch_size`` as one process
+does, and rank ``r`` takes its contiguous part of each global batch
+(:func:`bregnn.distributed.shard`). Each rank's loss is
+
+.. math::
+
+    \ell_r = \frac{W}{|B|}\sum_{i \in B_r} \mathrm{CE}(f(x_i), y_i),
+
+and DDP averages gradients over the :math:`W` ranks, so the update uses
+:math:`\frac1{|B|}\sum_{i\in B}\nabla\mathrm{CE}_i`: the gradient of the global batch's mean
+loss, even when the parts are unequal (the last batch). Without batch normalisation the
+parameters follow single-process training step for step (a test checks it); with BN each
+rank normalises with its own part's statistics unless the model uses ``SyncBatchNorm``
+(converted automatically on CUDA). Only rank 0 writes ``metrics.csv`` and the checkpoint,
+in the single-process format (unwrapped ``state_dict``), so ``resume`` works across
+single- and multi-process runs. Augmentation draws from a per-rank generator (seed
+``config.seed + 1 + rank``); a multi-process resume restarts these generators from their
+seeds, so a resumed augmented multi-process run is not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,17 +36,31 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from bregnn.utils import CSVLogger, atomic_save, progress, write_json
+from bregnn import runs
+from bregnn.distributed import DistContext, all_sum, barrier, shard, wrap_model
+from bregnn.runs import CSVLogger, RunError
+from bregnn.utils import progress
 
-if TYPE_CHECKING:
-    from bregnn.distributed import DistContext
+__all__ = [
+    "CHECKPOINT_KIND",
+    "History",
+    "TrainConfig",
+    "evaluate",
+    "evaluate_sharded",
+    "fit",
+    "load_checkpoint",
+]
 
-__all__ = ["History", "TrainConfig", "evaluate", "fit", "load_checkpoint"]
+CHECKPOINT_KIND = "train"
+"""The ``format`` entry of :func:`fit`'s checkpoints (see :func:`bregnn.runs.save_checkpoint`)."""
+
+RESUMABLE = runs.MUTABLE_KEYS | {"desc"}
+""":class:`TrainConfig` fields a resumed :func:`fit` may change (``epochs``, ``progress``,
+``desc``); any other difference from the checkpoint's settings is a ``RunError``."""
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -100,26 +136,48 @@ def evaluate(
     return loss_sum / n, correct / n
 
 
+@torch.no_grad()
+def evaluate_sharded(
+    model: nn.Module,
+    split: tuple[Tensor, Tensor],
+    ctx: DistContext,
+    transform: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[float, float]:
+    """Global mean loss and accuracy over ``split``; each rank evaluates its
+    :func:`~bregnn.distributed.shard` of it (one process: :func:`evaluate`)."""
+    x, y = split
+    idx = shard(torch.arange(len(x)), ctx.rank, ctx.world_size)
+    n_local = len(idx)
+    loss, acc = evaluate(model, x[idx], y[idx], transform=transform) if n_local else (0.0, 0.0)
+    loss_sum, correct, n = all_sum([loss * n_local, acc * n_local, float(n_local)], ctx)
+    return loss_sum / max(n, 1.0), correct / max(n, 1.0)
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by :func:`fit` with ``weights_only=True``; clear errors for
-    missing or damaged files."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged files
-        raise ValueError(f"checkpoint {path} is damaged or not a bregnn checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"checkpoint {path} is not a bregnn training checkpoint")
-    return ckpt
+    """A checkpoint written by :func:`fit` (``torch.load(weights_only=True)``);
+    :class:`~bregnn.runs.RunError` for a missing, damaged or foreign file."""
+    return runs.load_checkpoint(path, kind=CHECKPOINT_KIND)
 
 
 def _load_model_state(model: nn.Module, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} was written for a different model: {err}") from None
+        reason = runs._first_line(err)
+        raise RunError(
+            f"checkpoint {path} was written for a different model ({reason}); "
+            "start a new run with another --out, or --overwrite"
+        ) from None
+
+
+def _check_finite(name: str, x: Tensor) -> None:
+    if x.is_floating_point() or x.is_complex():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(
+                f"{name} inputs contain {bad} non-finite values (NaN or inf): "
+                "a data problem; fix the data before training"
+            )
 
 
 def fit(
@@ -138,25 +196,37 @@ def fit(
     """Train ``model`` with mini-batch SGD on in-memory tensors; see the module docstring.
 
     Each epoch shuffles with a generator seeded from ``config.seed`` (so a resumed run draws
-    the same batches), logs ``epoch, lr, train_loss, train_accuracy, val_*, test_*, time``,
-    and with ``run_dir`` checkpoints atomically. Early stopping watches validation accuracy
-    (training accuracy when no validation set is given). ``loss_fn`` must average over the
-    batch.
+    the same batches), logs ``epoch, lr, train_loss, train_accuracy, val_*, test_*, time``
+    (seconds), and with ``run_dir`` appends the row to ``metrics.csv`` and checkpoints
+    atomically. Early stopping watches validation accuracy (training accuracy when no
+    validation set is given). ``loss_fn`` must average over the batch.
+
+    ``run_dir`` must not hold another run's ``metrics.csv`` or ``checkpoint.pt`` unless
+    ``resume`` is true (prepare it with :func:`bregnn.runs.prepare_run`); ``resume``
+    continues from its checkpoint (if any) and refuses one whose settings differ from
+    ``config`` in anything but ``epochs``, ``progress`` and ``desc``.
 
     With ``ctx`` (a :class:`bregnn.distributed.DistContext`) this is data-parallel training:
-    see :mod:`bregnn.distributed` for how global batches are sharded; only rank 0 writes files.
+    see the module docstring; every rank calls it with the same arguments and only rank 0
+    writes files. ``model`` itself holds the trained weights afterwards.
+
+    Raises:
+        ValueError: mismatched lengths, non-finite inputs, a batch smaller than the world.
+        RunError: ``run_dir`` holds a run and ``resume`` is false; an unreadable checkpoint,
+            or one written with other settings or for another model.
+        FloatingPointError: the training loss became NaN or infinite (lower the lr).
     """
     x_train, y_train = train
     if len(x_train) != len(y_train):
         raise ValueError(f"{len(x_train)} inputs but {len(y_train)} labels")
-    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
-    net = model
-    if ctx is not None:
-        from bregnn import distributed  # deferred: bregnn.distributed builds on this module
-
-        if config.batch_size < world:
-            raise ValueError(f"batch_size {config.batch_size} is smaller than world_size {world}")
-        net = distributed.wrap_model(model, ctx)
+    for name, split in (("training", train), ("validation", val), ("test", test)):
+        if split is not None:
+            _check_finite(name, split[0])
+    ctx = ctx if ctx is not None else DistContext()
+    rank, world = ctx.rank, ctx.world_size
+    if config.batch_size < world:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than world_size {world}")
+    net = wrap_model(model, ctx) if world > 1 else model
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
@@ -175,8 +245,21 @@ def fit(
     ckpt_path = run_path / "checkpoint.pt" if run_path is not None else None
     start_epoch, rows = 1, []
     best_acc, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
+    settings = asdict(config)
+    if run_path is not None and not resume and ctx.is_main:
+        if ckpt_path.exists() or (run_path / "metrics.csv").exists():
+            raise RunError(
+                f"run directory {run_path} already holds a run; "
+                "pass --resume to continue it or --overwrite to replace it"
+            )
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
+        differences = runs.config_differences(ckpt.get("config", {}), settings, RESUMABLE)
+        if differences:
+            raise RunError(
+                f"cannot resume {ckpt_path}: settings differ from the saved run: "
+                f"{'; '.join(differences)} (start a new run with another --out, or --overwrite)"
+            )
         _load_model_state(model, ckpt["model"], ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -188,19 +271,17 @@ def fit(
         best_state, bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
         rows = [dict(r) for r in ckpt["rows"]]
     logger = None
-    if run_path is not None and rank == 0:
-        logger = CSVLogger(run_path / "metrics.csv", resume=resume, keep_rows=len(rows))
-        write_json(
-            {"config": asdict(config), "model": repr(model), "world_size": world},
-            run_path / "config.json",
-        )
+    if run_path is not None and ctx.is_main:
+        logger = CSVLogger(run_path / "metrics.csv", rows=rows)
 
     stopped_early = False
     net.train()
     epochs = progress(
         range(start_epoch, config.epochs + 1),
+        total=config.epochs,
         desc=config.desc,
-        enable=config.progress and rank == 0,
+        enable=config.progress and ctx.is_main,
+        initial=start_epoch - 1,
     )
     n = len(x_train)
     for epoch in epochs:
@@ -212,7 +293,7 @@ def fit(
         loss_sum, correct = 0.0, 0.0
         for start in range(0, n, config.batch_size):
             batch = order[start : start + config.batch_size]
-            idx = batch if world == 1 else distributed.shard(batch, rank, world)
+            idx = shard(batch, rank, world)
             xb = x_train[idx].to(device, non_blocking=True)
             yb = y_train[idx].to(device, non_blocking=True)
             if train_transform is not None:
@@ -221,7 +302,9 @@ def fit(
             loss = loss_fn(out, yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"non-finite training loss at epoch {epoch}: {loss.item()}"
+                    f"training diverged at epoch {epoch}: the loss is {loss.item()} "
+                    f"(SGD, lr {optimizer.param_groups[0]['lr']:g}); lower the learning rate "
+                    "(--lr)"
                 )
             optimizer.zero_grad(set_to_none=True)
             if world == 1:
@@ -234,7 +317,7 @@ def fit(
             loss_sum += loss.item() * len(idx)
             correct += (out.argmax(-1) == yb).sum().item()
         if world > 1:
-            loss_sum, correct = distributed.all_sum([loss_sum, correct], ctx)
+            loss_sum, correct = all_sum([loss_sum, correct], ctx)
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
@@ -243,13 +326,9 @@ def fit(
         }
         scheduler.step()
         for name, split in (("val", val), ("test", test)):
-            if split is None:
-                continue
-            if world == 1:
-                scores = evaluate(model, *split, transform=eval_transform)
-            else:
-                scores = distributed.evaluate_sharded(model, split, ctx, eval_transform)
-            row[f"{name}_loss"], row[f"{name}_accuracy"] = scores
+            if split is not None:
+                scores = evaluate_sharded(model, split, ctx, eval_transform)
+                row[f"{name}_loss"], row[f"{name}_accuracy"] = scores
         net.train()
         row["time"] = time.perf_counter() - tic
         watched = row.get("val_accuracy", row["train_accuracy"])
@@ -261,10 +340,9 @@ def fit(
         rows.append(row)
         if logger is not None:
             logger.log(row)
-        if hasattr(epochs, "set_postfix_str"):
-            epochs.set_postfix_str(f"loss {row['train_loss']:.4f} acc {watched:.3f}")
-        if ckpt_path is not None and rank == 0:
-            atomic_save(
+        epochs.set_postfix_str(_epoch_text(row))
+        if ckpt_path is not None and ctx.is_main:
+            runs.save_checkpoint(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -278,11 +356,22 @@ def fit(
                     "bad_epochs": bad_epochs,
                     "rows": rows,
                     "world_size": world,
+                    "config": runs.jsonable(settings),
                 },
                 ckpt_path,
+                kind=CHECKPOINT_KIND,
             )
-        if world > 1:
-            distributed.barrier()
+        barrier(ctx)
     if config.patience is not None and best_state is not None:
         model.load_state_dict(best_state)
     return History(rows, best_epoch, best_acc, stopped_early)
+
+
+def _epoch_text(row: dict[str, float]) -> str:
+    """The per-epoch progress text: losses, accuracies and seconds of ``row``."""
+    parts = [f"loss {row['train_loss']:.4f}", f"acc {row['train_accuracy']:.3f}"]
+    for name in ("val", "test"):
+        if f"{name}_accuracy" in row:
+            parts.append(f"{name}_acc {row[f'{name}_accuracy']:.3f}")
+    parts.append(f"{row['time']:.2f}s")
+    return " ".join(parts)

@@ -1,20 +1,23 @@
-"""Small shared utilities: seeding, progress bars, atomic files, run directories, devices."""
+"""Small shared utilities: seeding, progress reporting, the data directory, devices.
+
+The run-directory helpers (``CSVLogger``, ``atomic_save``, ``atomic_write_text``,
+``write_json``) live in :mod:`bregnn.runs` and are re-exported here.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from bregnn.runs import CSVLogger, atomic_save, atomic_write_text, write_json
 
 __all__ = [
     "CSVLogger",
@@ -60,11 +63,11 @@ def pick_device(name: str = "auto") -> torch.device:
 class _SimpleBar:
     """A dependency-free progress bar on stderr (used when tqdm is not installed)."""
 
-    def __init__(self, iterable: Iterable[T], total: int | None, desc: str) -> None:
+    def __init__(self, iterable: Iterable[T], total: int | None, desc: str, initial: int) -> None:
         self.iterable, self.total, self.desc = iterable, total, desc
         self.postfix = ""
         self.start = time.perf_counter()
-        self.n = 0
+        self.n = initial
 
     def set_postfix_str(self, text: str) -> None:
         self.postfix = text
@@ -83,21 +86,21 @@ class _SimpleBar:
         sys.stderr.write("\n")
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", enable: bool = True):
-    """A progress bar over ``iterable``: tqdm when installed, a plain stderr bar otherwise.
+class _Lines:
+    """Progress as plain lines on stdout: one per :meth:`set_postfix_str` call."""
 
-    Disabled when ``enable`` is false, ``$BREGNN_NO_PROGRESS`` is set, or stderr is not a
-    terminal (logs and CI output then carry only the experiments' own per-run lines).
-    """
-    if not enable or os.environ.get("BREGNN_NO_PROGRESS") or not sys.stderr.isatty():
-        return _Silent(iterable)
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _SimpleBar(iterable, total, desc)
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    def __init__(self, iterable: Iterable[T], total: int | None, desc: str, initial: int) -> None:
+        self.iterable, self.total, self.desc = iterable, total, desc
+        self.n = initial
+
+    def set_postfix_str(self, text: str) -> None:
+        count = f"{self.n}/{self.total}" if self.total else str(self.n)
+        print(" ".join(part for part in (self.desc, count, text) if part), flush=True)
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self.iterable:
+            self.n += 1  # the item being processed, counted from 1
+            yield item
 
 
 class _Silent:
@@ -111,70 +114,34 @@ class _Silent:
         return iter(self.iterable)
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def progress(
+    iterable: Iterable[T],
+    total: int | None = None,
+    desc: str = "",
+    enable: bool = True,
+    initial: int = 0,
+) -> Any:
+    """Progress over ``iterable`` (e.g. the epochs of a training loop); the loop calls
+    ``bar.set_postfix_str(text)`` once per item with that item's numbers (loss, metrics,
+    seconds).
 
+    - on a terminal (stderr is a tty): a progress bar on stderr (tqdm when installed, a
+      plain bar otherwise) whose postfix is ``text``;
+    - otherwise (logs, ``nohup``, CI): every ``set_postfix_str(text)`` prints the line
+      ``f"{desc} {i}/{total} {text}"`` to stdout, flushed, so a long run is never silent;
+    - ``enable=False`` (``--no-progress``) or ``$BREGNN_NO_PROGRESS``: nothing at all.
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file then rename: a crash never leaves a torn file."""
-    _atomic(Path(path), lambda fh: torch.save(obj, fh))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` atomically (temporary file + rename)."""
-    _atomic(Path(path), lambda fh: fh.write(text.encode()))
-
-
-def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", path)
-
-
-class CSVLogger:
-    """Appends one row per call to a CSV file; the header comes from the first row's keys.
-
-    ``resume=True`` keeps an existing file (its rows up to ``keep_rows`` are preserved, so a
-    resumed run does not duplicate epochs).
+    ``initial`` items were done before (a resumed run): counting starts after them, and
+    ``total`` (default ``initial + len(iterable)``) counts them.
     """
-
-    def __init__(self, path: str | os.PathLike, resume: bool = False, keep_rows: int | None = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fields: list[str] | None = None
-        if resume and self.path.exists():
-            with self.path.open(newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            if keep_rows is not None:
-                rows = rows[:keep_rows]
-            if rows:
-                self.fields = list(rows[0].keys())
-            self._rewrite(rows)
-        elif self.path.exists():
-            self.path.unlink()
-
-    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        with self.path.open("w", newline="") as fh:
-            if self.fields:
-                writer = csv.DictWriter(fh, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(rows)
-
-    def log(self, row: Mapping[str, Any]) -> None:
-        new = self.fields is None
-        if new:
-            self.fields = list(row.keys())
-        with self.path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.fields)
-            if new:
-                writer.writeheader()
-            writer.writerow(dict(row))
+    if not enable or os.environ.get("BREGNN_NO_PROGRESS"):
+        return _Silent(iterable)
+    if total is None and hasattr(iterable, "__len__"):
+        total = initial + len(iterable)  # type: ignore[arg-type]
+    if not sys.stderr.isatty():
+        return _Lines(iterable, total, desc, initial)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _SimpleBar(iterable, total, desc, initial)
+    return tqdm(iterable, total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from bregnn.activations import Activation, activation
 from bregnn.data import CropFlip, InputScaling, RandomAffine, dataset_spec, load_dataset, to_unit
-from bregnn.distributed import DistContext, cleanup, fit_distributed, init_from_env
+from bregnn.distributed import DistContext, cleanup, init_from_env
 from bregnn.models import MLP, RESNETS, ConvNet
 from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
 from bregnn.train import History, evaluate, fit
@@ -314,13 +314,8 @@ def run(args: argparse.Namespace) -> int:
             _augmentation(dataset_spec(args.dataset).shape[0], recipe.augment)
         )
         tic = time.perf_counter()
-        if ctx is None:
-            history = fit(model, train, config, test=test, run_dir=args.out, resume=args.resume,
-                          train_transform=transform, eval_transform=ToUnit())  # fmt: skip
-        else:
-            history = fit_distributed(model, train, config, ctx, test=test, run_dir=args.out,
-                                      resume=args.resume, train_transform=transform,
-                                      eval_transform=ToUnit())  # fmt: skip
+        history = fit(model, train, config, test=test, run_dir=args.out, resume=args.resume,
+                      train_transform=transform, eval_transform=ToUnit(), ctx=ctx)  # fmt: skip
         train_time = time.perf_counter() - tic
         if is_main:
             _finish(model, history, train, test, args, recipe, device, train_time, ctx)
