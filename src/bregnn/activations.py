@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from bregnn.registry import Registry
+
 __all__ = [
     "ACTIVATIONS",
     "ISRU",
@@ -674,24 +676,26 @@ class Softmax(Activation):
         return (x / x.sum(-1, keepdim=True)).to(z.dtype)
 
 
-ACTIVATIONS: dict[str, type[Activation]] = {
-    cls.name: cls
-    for cls in (
-        Sigmoid,
-        Tanh,
-        ScaledTanh,
-        Atan,
-        ScaledAtan,
-        ISRU,
-        Asinh,
-        Softplus,
-        Sin,
-        ReLU,
-        SoftThreshold,
-        Identity,
-        Softmax,
-    )
-}
+#: The activation classes by name (:class:`~bregnn.registry.Registry`: case and ``-``/``_``
+#: are ignored in look-ups).
+ACTIVATIONS: Registry[type[Activation]] = Registry("activation")
+for _cls in (
+    Sigmoid,
+    Tanh,
+    ScaledTanh,
+    Atan,
+    ScaledAtan,
+    ISRU,
+    Asinh,
+    Softplus,
+    Sin,
+    ReLU,
+    SoftThreshold,
+    Identity,
+    Softmax,
+):
+    ACTIVATIONS.register(_cls.name, _cls)
+del _cls
 
 
 def available_activations(*, invertible: bool | None = None) -> list[str]:
@@ -720,10 +724,8 @@ def activation(spec: str | Activation, **params: Any) -> Activation:
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"activation must be a name or an Activation, got {type(spec).__name__}")
-    key = spec.strip().lower().replace("-", "_")
-    if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {spec!r}; valid names: {sorted(ACTIVATIONS)}")
+    name = ACTIVATIONS.key(spec)  # ValueError listing the valid names
     try:
-        return ACTIVATIONS[key](**params)
+        return ACTIVATIONS.get(name)(**params)
     except TypeError as err:
-        raise ValueError(f"bad parameters {params} for activation {key!r}: {err}") from None
+        raise ValueError(f"bad parameters {params} for activation {name!r}: {err}") from None

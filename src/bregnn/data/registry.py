@@ -27,6 +27,7 @@ from torch import Tensor
 from bregnn.data.cifar import CIFAR_FILES, load_cifar_split
 from bregnn.data.download import download_file, extract_tar
 from bregnn.data.idx import idx_split_files, load_idx_split, resolve_idx_file
+from bregnn.registry import Registry
 from bregnn.utils import default_data_dir
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "DatasetSpec",
     "RemoteFile",
     "available_datasets",
+    "dataset_key",
     "dataset_spec",
     "download_dataset",
     "load_dataset",
@@ -132,133 +134,137 @@ skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper ta
 telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf
 woman worm""".split()
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            name="mnist",
-            title="MNIST",
-            folder="MNIST/raw",
-            remote=_idx_remote(
-                _MNIST_MIRRORS,
-                {
-                    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
-                    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
-                    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
-                },
-            ),
-            archive=False,
-            shape=(1, 28, 28),
-            classes=tuple(str(d) for d in range(10)),
-            mean=(0.1307,),
-            std=(0.3081,),
-            sizes={"train": 60000, "test": 10000},
-            reader=_read_idx,
+
+def dataset_key(name: str) -> str:
+    """The look-up key of a dataset name: case, ``-``, ``_`` and spaces are ignored, so
+    ``FashionMNIST``, ``fashion_mnist`` and ``CIFAR-10`` name registered datasets too."""
+    return "".join(name.lower().replace("-", " ").replace("_", " ").split())
+
+
+_SPECS = (
+    DatasetSpec(
+        name="mnist",
+        title="MNIST",
+        folder="MNIST/raw",
+        remote=_idx_remote(
+            _MNIST_MIRRORS,
+            {
+                "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+            },
         ),
-        DatasetSpec(
-            name="fashion-mnist",
-            title="Fashion-MNIST",
-            folder="FashionMNIST/raw",
-            remote=_idx_remote(
-                _FASHION_MIRRORS,
-                {
-                    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-                    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-                    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
-                },
-            ),
-            archive=False,
-            shape=(1, 28, 28),
-            classes=(
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ),
-            mean=(0.2860,),
-            std=(0.3530,),
-            sizes={"train": 60000, "test": 10000},
-            reader=_read_idx,
+        archive=False,
+        shape=(1, 28, 28),
+        classes=tuple(str(d) for d in range(10)),
+        mean=(0.1307,),
+        std=(0.3081,),
+        sizes={"train": 60000, "test": 10000},
+        reader=_read_idx,
+    ),
+    DatasetSpec(
+        name="fashion-mnist",
+        title="Fashion-MNIST",
+        folder="FashionMNIST/raw",
+        remote=_idx_remote(
+            _FASHION_MIRRORS,
+            {
+                "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+            },
         ),
-        DatasetSpec(
-            name="cifar10",
-            title="CIFAR-10",
-            folder="cifar-10-batches-py",
-            remote=(
-                RemoteFile(
-                    "cifar-10-python.tar.gz",
-                    (_CIFAR_URL + "cifar-10-python.tar.gz",),
-                    "c58f30108f718f92721af3b95e74349a",
-                ),
-            ),
-            archive=True,
-            shape=(3, 32, 32),
-            classes=(
-                "airplane",
-                "automobile",
-                "bird",
-                "cat",
-                "deer",
-                "dog",
-                "frog",
-                "horse",
-                "ship",
-                "truck",
-            ),
-            mean=(0.4914, 0.4822, 0.4465),
-            std=(0.2470, 0.2435, 0.2616),
-            sizes={"train": 50000, "test": 10000},
-            reader=_read_cifar,
+        archive=False,
+        shape=(1, 28, 28),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
-        DatasetSpec(
-            name="cifar100",
-            title="CIFAR-100",
-            folder="cifar-100-python",
-            remote=(
-                RemoteFile(
-                    "cifar-100-python.tar.gz",
-                    (_CIFAR_URL + "cifar-100-python.tar.gz",),
-                    "eb9058c3a382ffc7106e4002c42a8d85",
-                ),
+        mean=(0.2860,),
+        std=(0.3530,),
+        sizes={"train": 60000, "test": 10000},
+        reader=_read_idx,
+    ),
+    DatasetSpec(
+        name="cifar10",
+        title="CIFAR-10",
+        folder="cifar-10-batches-py",
+        remote=(
+            RemoteFile(
+                "cifar-10-python.tar.gz",
+                (_CIFAR_URL + "cifar-10-python.tar.gz",),
+                "c58f30108f718f92721af3b95e74349a",
             ),
-            archive=True,
-            shape=(3, 32, 32),
-            classes=tuple(_CIFAR100_CLASSES),
-            mean=(0.5071, 0.4865, 0.4409),
-            std=(0.2673, 0.2564, 0.2762),
-            sizes={"train": 50000, "test": 10000},
-            reader=_read_cifar,
         ),
-    )
-}
+        archive=True,
+        shape=(3, 32, 32),
+        classes=(
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ),
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        sizes={"train": 50000, "test": 10000},
+        reader=_read_cifar,
+    ),
+    DatasetSpec(
+        name="cifar100",
+        title="CIFAR-100",
+        folder="cifar-100-python",
+        remote=(
+            RemoteFile(
+                "cifar-100-python.tar.gz",
+                (_CIFAR_URL + "cifar-100-python.tar.gz",),
+                "eb9058c3a382ffc7106e4002c42a8d85",
+            ),
+        ),
+        archive=True,
+        shape=(3, 32, 32),
+        classes=tuple(_CIFAR100_CLASSES),
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        sizes={"train": 50000, "test": 10000},
+        reader=_read_cifar,
+    ),
+)
+
+#: The dataset specs by name, in alphabetical order (see :func:`dataset_key` for look-ups).
+DATASETS: Registry[DatasetSpec] = Registry("dataset", normalize=dataset_key)
+for _spec in sorted(_SPECS, key=lambda spec: spec.name):
+    DATASETS.register(_spec.name, _spec)
+del _spec
 
 
 def available_datasets() -> list[str]:
-    """Registered dataset names."""
-    return sorted(DATASETS)
-
-
-def _squash(name: str) -> str:
-    return name.strip().lower().replace("-", "").replace("_", "")
+    """Registered dataset names (sorted)."""
+    return DATASETS.names()
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``name``; case, ``-`` and ``_`` are ignored, so
-    ``FashionMNIST``, ``fashion_mnist`` and ``CIFAR-10`` are accepted too."""
+    ``FashionMNIST``, ``fashion_mnist`` and ``CIFAR-10`` are accepted too (``ValueError``
+    listing the valid names otherwise)."""
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string; got {name!r}")
-    for spec in DATASETS.values():
-        if _squash(spec.name) == _squash(name):
-            return spec
-    raise ValueError(f"unknown dataset {name!r}; valid names: {available_datasets()}")
+    return DATASETS.get(name)
 
 
 def _check_split(split: str) -> None:

@@ -3,6 +3,7 @@
 from bregnn.models.cnn import ConvNet
 from bregnn.models.mlp import MLP, LayerDiagnostics
 from bregnn.models.resnet import (
+    BLOCKS,
     RESNETS,
     BasicBlock,
     BregmanBasicBlock,
@@ -17,6 +18,7 @@ from bregnn.models.resnet import (
 )
 
 __all__ = [
+    "BLOCKS",
     "MLP",
     "RESNETS",
     "BasicBlock",

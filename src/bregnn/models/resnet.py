@@ -49,15 +49,17 @@ resnet18   18      11,173,962  11.2M
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from bregnn.activations import Activation, activation, available_activations
 from bregnn.nn.linear import SimplexRows
+from bregnn.registry import Registry
 
 __all__ = [
+    "BLOCKS",
     "RESNETS",
     "RESNET_VARIANTS",
     "SHORTCUTS",
@@ -75,7 +77,6 @@ __all__ = [
     "resnet1202",
 ]
 
-RESNET_VARIANTS = ("standard", "bregman")
 SHORTCUTS = ("pad", "conv")
 
 
@@ -244,7 +245,11 @@ class BregmanBasicBlock(BasicBlock):
             return self.act.rho(pre), pre
 
 
-BLOCKS: dict[str, type[BasicBlock]] = {"standard": BasicBlock, "bregman": BregmanBasicBlock}
+#: The block class of each ``variant`` of :class:`ResNet`.
+BLOCKS: Registry[type[BasicBlock]] = Registry("variant")
+BLOCKS.register("standard", BasicBlock)
+BLOCKS.register("bregman", BregmanBasicBlock)
+RESNET_VARIANTS = tuple(BLOCKS)
 
 
 class ResNet(nn.Module):
@@ -292,10 +297,7 @@ class ResNet(nn.Module):
         reuse_preactivation: bool = True,
     ) -> None:
         super().__init__()
-        if variant not in RESNET_VARIANTS:
-            raise ValueError(
-                f"unknown variant {variant!r}; valid variants: {list(RESNET_VARIANTS)}"
-            )
+        variant = BLOCKS.key(variant)  # ValueError naming the valid variants
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; valid shortcuts: {list(SHORTCUTS)}")
         if len(layers) != len(widths) or any(n <= 0 for n in layers):
@@ -313,7 +315,7 @@ class ResNet(nn.Module):
         )
         self.variant, self.shortcut_kind = variant, shortcut
         self.reuse_preactivation = bool(reuse_preactivation)
-        self.block = block if block is not None else BLOCKS[variant]
+        self.block = block if block is not None else BLOCKS.get(variant)
         self.block.check_activation(self.act)
         self.in_planes = int(widths[0])
         self.conv1 = _conv3x3(in_channels, self.in_planes)
@@ -423,6 +425,7 @@ def resnet18(**kwargs) -> ResNet:
 
 
 #: The factories by name (the ``--model`` choices of ``bregnn image-classify``).
-RESNETS = {
-    f.__name__: f for f in (resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202, resnet18)
-}
+RESNETS: Registry[Callable[..., ResNet]] = Registry("resnet")
+for _factory in (resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202, resnet18):
+    RESNETS.register(_factory.__name__, _factory)
+del _factory
