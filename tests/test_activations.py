@@ -13,7 +13,9 @@ from bregnn.activations import (
     ACTIVATIONS,
     Activation,
     ReLU,
+    Sigmoid,
     Softmax,
+    Softplus,
     activation,
     available_activations,
     dilogarithm,
@@ -211,7 +213,7 @@ def test_phi_and_psi_are_inf_outside_the_domain_never_nan() -> None:
 def test_registry_passes_objects_through_and_builds_by_name() -> None:
     act = activation("softplus", beta=10)
     assert activation(act) is act
-    assert act.beta == 10.0 and act == activation("Softplus", beta=10.0)
+    assert act.beta == 10.0 and act.key == activation("Softplus", beta=10.0).key
     assert isinstance(activation("relu"), ReLU)
 
 
@@ -239,14 +241,24 @@ def test_prox_rejects_non_positive_steps(bad: float) -> None:
         activation("tanh").prox(torch.zeros(3), bad)
 
 
-def test_activations_pickle_and_compare() -> None:
+def test_activations_pickle_and_compare_by_key() -> None:
     import io
 
     for name in ALL:
         buf = io.BytesIO()
         torch.save(activation(name), buf)
         buf.seek(0)
-        assert torch.load(buf, weights_only=False) == activation(name)
+        assert torch.load(buf, weights_only=False).key == activation(name).key
+
+
+def test_activation_modules_have_identity_semantics() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Sigmoid(), torch.nn.Linear(2, 2), Sigmoid())
+    # named_modules() de-duplicates by hash/equality: both Sigmoids must be listed
+    assert [name for name, _ in model.named_modules() if name] == ["0", "1", "2", "3"]
+    assert model[1] != model[3] and hash(model[1]) != hash(model[3])
+    assert model[1].key == model[3].key == ("sigmoid", ())
+    assert len({activation("softplus", beta=2.0).key, Softplus(beta=2.0).key}) == 1
+    assert activation("softplus", beta=2.0).key != Softplus(beta=3.0).key
 
 
 @pytest.mark.parametrize("name", INVERTIBLE)

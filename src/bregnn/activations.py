@@ -235,17 +235,18 @@ class Activation(nn.Module):
 
     # -- bookkeeping --------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        """Constructor parameters (used by ``extra_repr`` and equality)."""
+        """Constructor parameters (used by ``extra_repr`` and :attr:`key`)."""
         return {}
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        """``(name, sorted parameters)``: hashable, equal for activations that compute the same
+        function. Modules compare by identity (as every ``nn.Module``: value equality would
+        make ``named_modules()`` drop equal siblings), so compare or hash this instead."""
+        return (self.name, tuple(sorted(self.params().items())))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params().items())
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.params() == other.params()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.params().items()))))
 
 
 def _check_step(t: float | Tensor) -> float | Tensor:
