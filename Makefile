@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 export BREGNN_DATA ?= $(abspath ../shared/data)
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test docs lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict -f mkdocs.yml -d site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
