@@ -175,8 +175,12 @@ def rewrite(obj: Object, text: str) -> str:
     text = MATH_ROLE.sub(lambda m: f"\\({m.group(1)}\\)", text)
 
     def crossref(match: re.Match[str]) -> str:
-        short, name = match.group(2), match.group(3).strip().removesuffix("()").lstrip(".")
-        title = name.rsplit(".", 1)[-1] if short else name
+        short, name = match.group(2), match.group(3).strip()
+        explicit = re.fullmatch(r"(.*\S)\s*<([^<>]+)>", name)  # :func:`title <target>`
+        if explicit:
+            name = explicit.group(2)
+        name = name.removesuffix("()").lstrip(".")
+        title = explicit.group(1) if explicit else name.rsplit(".", 1)[-1] if short else name
         identifier = html.escape(_resolve(obj, name), quote=True)
         return f'<autoref identifier="{identifier}" optional><code>{html.escape(title)}</code></autoref>'
 
