@@ -266,3 +266,71 @@ def test_rho_inv_rho_is_the_round_trip(name: str) -> None:
     act = activation(name)
     u = torch.linspace(-3, 3, 61, dtype=torch.float64)
     assert torch.allclose(act.rho_inv_rho(u), act.rho_inv(act.rho(u)), atol=1e-9)
+
+
+# -- the edges of the domain, in every dtype ----------------------------------------------------
+def _edge_points(act: Activation, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed-domain bounds in ``dtype`` with one float step inside, and one step outside."""
+    inside, outside = [], []
+    for bound, inward in zip(act.closed_domain(dtype), (math.inf, -math.inf)):
+        if math.isfinite(bound):
+            b = torch.tensor(bound, dtype=dtype)
+            inside += [b, torch.nextafter(b, torch.tensor(inward, dtype=dtype))]
+            outside.append(torch.nextafter(b, torch.tensor(-inward, dtype=dtype)))
+    return torch.stack(inside), torch.stack(outside)
+
+
+BOUNDED = [n for n in SEPARABLE if any(map(math.isfinite, activation(n).domain))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", BOUNDED)
+def test_phi_is_finite_inside_and_inf_outside_never_nan(name: str, dtype: torch.dtype) -> None:
+    act = activation(name)
+    inside, outside = _edge_points(act, dtype)
+    for x, must_be_inf in ((inside, None), (outside, True)):
+        x = x.clone().requires_grad_(True)
+        phi = act.phi(x)
+        (grad,) = torch.autograd.grad(phi.sum(), x)
+        assert not phi.isnan().any() and not grad.isnan().any(), (name, x, phi, grad)
+        assert not act.psi(x.detach()).isnan().any()
+        if must_be_inf:
+            assert (phi == math.inf).all(), (name, x, phi)
+    phi_in = act.phi(inside)
+    # phi is infinite on the edge only where the maths says so: the atan family
+    infinite_at_edge = name in ("atan", "scaled_atan")
+    assert torch.isfinite(phi_in).all() or infinite_at_edge
+    assert torch.isfinite(phi_in[1::2]).all(), (name, inside, phi_in)  # one step inside
+
+
+def test_atan_phi_at_float32_half_pi() -> None:
+    act = activation("atan")
+    edge = torch.tensor([1.5707964], dtype=torch.float32)  # float32(pi/2) > pi/2
+    assert edge.item() > math.pi / 2 and act.phi(edge).item() == math.inf
+    below = torch.nextafter(edge, torch.zeros(1))  # the largest float32 below pi/2
+    want = -math.log(math.cos(below.item()))
+    assert act.phi(below).item() == pytest.approx(want, rel=1e-6)
+    assert act.closed_domain(torch.float32) == (-below.item(), below.item())
+    assert act.outside_domain(edge).all() and not act.outside_domain(below).any()
+    # in float64 the largest value below pi/2 is math.pi / 2 itself: finite
+    half_pi = torch.tensor([math.pi / 2], dtype=torch.float64)
+    assert act.phi(half_pi).item() == pytest.approx(-math.log(math.cos(math.pi / 2)))
+
+
+def test_scaled_atan_phi_is_inf_at_plus_minus_one() -> None:
+    act = activation("scaled_atan")
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([-1.0, 1.0], dtype=dtype)
+        assert (act.phi(x) == math.inf).all()
+        near = torch.tensor([1 - 2**-20], dtype=dtype)
+        want = -math.log(math.cos(math.pi / 2 * near.item())) / (math.pi / 2)
+        assert act.phi(near).item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in INVERTIBLE if n not in ("asinh", "identity")])
+def test_phi_gradient_is_rho_inv_up_to_the_clamp_of_rho_inv(name: str) -> None:
+    act = activation(name)
+    inside, _ = _edge_points(act, torch.float64)
+    x = act.clamp_to_domain(inside[::2]).requires_grad_(True)  # as close as rho_inv goes
+    (grad,) = torch.autograd.grad(act.phi(x).sum(), x)
+    torch.testing.assert_close(grad, act.rho_inv(x.detach()), rtol=1e-6, atol=0)

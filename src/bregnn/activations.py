@@ -18,7 +18,10 @@ offsets come from :func:`domain_margin`: ``finfo(dtype).eps * |bound|`` for a no
 and ``finfo(dtype).tiny`` for a zero bound. That is, at most a couple of float steps inside
 the open domain: a saturated float32 output such as ``sigmoid(20.) == 1.0`` maps back to a
 finite, large ``rho_inv`` instead of ``inf``. ``phi``/``psi`` never clamp: they are ``+inf``
-outside the closed domain.
+outside the closed domain and never NaN. "Outside" is decided exactly, against the closed
+domain rounded inward to the input's dtype (:meth:`Activation.closed_domain`): for example
+``float32(pi/2) = 1.5707964 > pi/2`` lies outside the domain of ``atan``, so ``phi`` is
+``+inf`` there, while the largest ``float32`` below ``pi/2`` gets a finite ``phi``.
 
 The one registry is :func:`activation`; it accepts a name (with keyword parameters) or an
 activation object, which it returns untouched.
@@ -26,6 +29,7 @@ activation object, which it returns untouched.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -57,6 +61,8 @@ __all__ = [
 ]
 
 HALF_PI = math.pi / 2
+#: ``pi/2 - HALF_PI``: the part of pi/2 that float64 cannot hold.
+HALF_PI_LO = 6.123233995736766e-17
 
 
 def domain_margin(bound: float, dtype: torch.dtype) -> float:
@@ -79,21 +85,72 @@ def dilogarithm(x: Tensor) -> Tensor:
     """
     refl = x > 0.5
     y = torch.where(refl, 1 - x, x)
-    n_terms = 60 if y.dtype == torch.float64 else 30
-    k = torch.arange(1, n_terms + 1, dtype=y.dtype, device=y.device)
-    series = (y.unsqueeze(-1) ** k / k**2).sum(-1)
+    series = _li2_series(y)
     safe_x = torch.where(refl, x, torch.full_like(x, 0.75))
     one_minus = (1 - safe_x).clamp(min=torch.finfo(x.dtype).tiny)  # Li2(1) = pi^2/6 exactly
     reflected = math.pi**2 / 6 - torch.log(safe_x) * torch.log(one_minus) - series
     return torch.where(refl, reflected, series)
 
 
-def _outside_to_inf(value: Tensor, x: Tensor, lo: float, hi: float) -> Tensor:
-    """Set ``value`` to ``+inf`` where ``x`` lies outside the closed interval ``[lo, hi]``."""
-    outside = (x < lo) | (x > hi)
-    if not outside.any():
-        return value
-    return torch.where(outside, torch.full_like(value, math.inf), value)
+def _li2_series(y: Tensor) -> Tensor:
+    r""":math:`\sum_{k\ge1} y^k/k^2` for ``y`` in ``[0, 1/2]`` by Horner's rule (terms below
+    the dtype's precision dropped)."""
+    n_terms = 60 if y.dtype == torch.float64 else 30
+    acc = torch.zeros_like(y)
+    for k in range(n_terms, 0, -1):
+        acc = y * (acc + 1.0 / (k * k))
+    return acc
+
+
+def _li2_exp_neg(t: Tensor) -> Tensor:
+    r""":math:`\mathrm{Li}_2(e^{-t})` for ``t >= 0``, accurate (value and slope) down to
+    ``t = 0``: for :math:`t \le \log 2` the reflection in :math:`w = 1 - e^{-t}` (``-expm1``)
+    uses ``t`` itself, where :func:`dilogarithm` would get ``exp(-t)`` rounded to 1.
+    """
+    small = t <= math.log(2)
+    w = -torch.expm1(-torch.where(small, t, torch.zeros_like(t)))
+    reflected = math.pi**2 / 6 + t * torch.log(w.clamp(min=torch.finfo(w.dtype).tiny))
+    reflected = reflected - _li2_series(w)
+    far = _li2_series(torch.exp(-torch.where(small, torch.ones_like(t), t)))
+    return torch.where(small, reflected, far)
+
+
+def _float_dtype(x: Tensor) -> torch.dtype:
+    return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+
+@functools.lru_cache(maxsize=1024)
+def _closed_bounds(lo: float, hi: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The smallest and largest ``dtype`` values in ``[lo, hi]`` (each bound rounded inward)."""
+
+    def inward(bound: float, direction: float) -> float:
+        if not math.isfinite(bound):
+            return bound
+        value = torch.tensor(bound, dtype=torch.float64).to(dtype)
+        if (float(value) - bound) * direction < 0:  # rounding went outward: one step back
+            value = torch.nextafter(value, torch.tensor(direction * math.inf, dtype=dtype))
+        return float(value)
+
+    return inward(lo, 1.0), inward(hi, -1.0)
+
+
+@functools.cache
+def _half_pi_split(dtype: torch.dtype) -> tuple[float, float]:
+    """``(head, tail)`` with ``head`` = pi/2 rounded to ``dtype`` and ``tail = pi/2 - head``."""
+    head = float(torch.tensor(HALF_PI, dtype=torch.float64).to(dtype))
+    return head, (HALF_PI - head) + HALF_PI_LO
+
+
+def _half_pi_minus_abs(x: Tensor) -> Tensor:
+    r""":math:`\pi/2 - |x|` to full relative precision in ``x``'s dtype.
+
+    :math:`\pi/2` is split into its value rounded to the dtype plus the remainder; the first
+    subtraction is exact for :math:`|x| \ge \pi/4` (Sterbenz), so the distance to the edge of
+    ``atan``'s domain keeps all its digits where :math:`\cos x` would cancel (in float32,
+    ``cos(float32(pi/2))`` is *negative*). Negative outside :math:`[-\pi/2, \pi/2]`.
+    """
+    head, tail = _half_pi_split(x.dtype)
+    return (head - x.abs()) + tail
 
 
 class Activation(nn.Module):
@@ -124,9 +181,28 @@ class Activation(nn.Module):
     def rho(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def closed_domain(self, dtype: torch.dtype) -> tuple[float, float]:
+        """The smallest and largest ``dtype`` values in the closed domain ``[lo, hi]``.
+
+        A bound that ``dtype`` cannot hold is rounded inward: in float32 the upper bound of
+        ``atan`` is ``1.5707963`` (just below pi/2), not ``float32(pi/2) = 1.5707964``.
+        """
+        return _closed_bounds(self.lo, self.hi, dtype)
+
+    def outside_domain(self, x: Tensor) -> Tensor:
+        """Elementwise: is ``x`` outside the closed domain ``[lo, hi]``? Exact in every dtype
+        (compared with :meth:`closed_domain`)."""
+        lo, hi = self.closed_domain(_float_dtype(x))
+        return (x < lo) | (x > hi)
+
+    def clamp_to_closed_domain(self, x: Tensor) -> Tensor:
+        """Clamp ``x`` into :meth:`closed_domain` (no margin: edges stay edges)."""
+        lo, hi = self.closed_domain(_float_dtype(x))
+        return x.clamp(min=lo, max=hi)
+
     def clamp_to_domain(self, y: Tensor) -> Tensor:
         """Clamp ``y`` into ``[lo + margin, hi - margin]`` (see :func:`domain_margin`)."""
-        dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
+        dtype = _float_dtype(y)
         lo = self.lo + domain_margin(self.lo, dtype) if math.isfinite(self.lo) else None
         hi = self.hi - domain_margin(self.hi, dtype) if math.isfinite(self.hi) else None
         if lo is None and hi is None:
@@ -151,9 +227,11 @@ class Activation(nn.Module):
         return u
 
     def phi(self, x: Tensor) -> Tensor:
-        r"""Elementwise Legendre potential :math:`\phi`; ``+inf`` outside the closed domain."""
-        inside = x.clamp(min=self.lo, max=self.hi)
-        return _outside_to_inf(self._phi(inside), x, self.lo, self.hi)
+        r"""Elementwise Legendre potential :math:`\phi`; ``+inf`` outside the closed domain
+        (:meth:`outside_domain`) and where :math:`\phi` is infinite on its edge (``atan``,
+        ``scaled_atan``), never NaN. Its autograd gradient is NaN-free too (0 outside)."""
+        value = self._phi(self.clamp_to_closed_domain(x))
+        return torch.where(self.outside_domain(x), math.inf, value)
 
     def _phi(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -213,7 +291,7 @@ class Activation(nn.Module):
     # -- the lifted Bregman loss -----------------------------------------------------------------
     def in_domain(self, x: Tensor) -> Tensor:
         """Per sample (last dimension reduced): is ``x`` in the closed domain of ``Psi``?"""
-        return ((x >= self.lo) & (x <= self.hi)).all(-1)
+        return ~self.outside_domain(x).any(-1)
 
     def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
         r"""Per-sample :math:`B_\Psi(x, z) = \phi(x) + \phi^*(z) - \langle x, z\rangle`, summed
@@ -261,7 +339,9 @@ def _check_step(t: float | Tensor) -> float | Tensor:
 
 
 def _xlogx(x: Tensor) -> Tensor:
-    return torch.xlogy(x, x)
+    r""":math:`x\log x` with :math:`0\log 0 = 0`, and a finite autograd slope
+    :math:`\log(\mathrm{tiny})` at ``x = 0`` (``xlogy(x, x)`` differentiates to ``0/0``)."""
+    return x * torch.log(x.clamp(min=torch.finfo(_float_dtype(x)).tiny))
 
 
 def _phi_tanh_unit(s: Tensor) -> Tensor:
@@ -369,7 +449,8 @@ class Atan(Activation):
         return torch.tan(y)
 
     def _phi(self, x: Tensor) -> Tensor:
-        return -torch.log(torch.cos(x))
+        # cos x = sin(pi/2 - |x|), with the distance to the edge kept exactly
+        return -torch.log(torch.sin(_half_pi_minus_abs(x).clamp(min=0)))
 
     def phi_conj(self, z: Tensor) -> Tensor:
         return z * torch.atan(z) - 0.5 * torch.log1p(z * z)
@@ -386,10 +467,16 @@ class ScaledAtan(Activation):
         return torch.atan(z) / HALF_PI
 
     def _rho_inv(self, y: Tensor) -> Tensor:
-        return torch.tan(HALF_PI * y)
+        # near the edge tan(pi y/2) = sign(y) / tan(pi (1 - |y|)/2): 1 - |y| is exact there,
+        # pi y/2 is not (a relative error of 0.4 one float64 step inside the edge)
+        a = y.abs()
+        near = a > 0.5
+        edge = torch.sign(y) / torch.tan(HALF_PI * (1 - torch.where(near, a, 0.5)))
+        return torch.where(near, edge, torch.tan(HALF_PI * torch.where(near, 0.0, y)))
 
     def _phi(self, x: Tensor) -> Tensor:
-        return -torch.log(torch.cos(HALF_PI * x)) / HALF_PI
+        # cos(pi x/2) = sin(pi (1 - |x|)/2); 1 - |x| is exact near the edge, where phi = +inf
+        return -torch.log(torch.sin(HALF_PI * (1 - x.abs()).clamp(min=0))) / HALF_PI
 
     def phi_conj(self, z: Tensor) -> Tensor:
         return (z * torch.atan(z) - 0.5 * torch.log1p(z * z)) / HALF_PI
@@ -410,10 +497,12 @@ class ISRU(Activation):
         return y * torch.rsqrt((1 - y) * (1 + y))
 
     def _phi(self, x: Tensor) -> Tensor:
-        return -torch.sqrt((1 - x) * (1 + x))
+        # two square roots: the slope at |x| = 1 is +-inf (= rho_inv), not inf * 0 = NaN
+        a = x.abs()
+        return -torch.sqrt(1 - a) * torch.sqrt(1 + a)
 
     def phi_conj(self, z: Tensor) -> Tensor:
-        return torch.sqrt(1 + z * z)
+        return torch.hypot(z, torch.ones_like(z))
 
 
 class Asinh(Activation):
@@ -432,7 +521,7 @@ class Asinh(Activation):
         return torch.cosh(x)
 
     def phi_conj(self, z: Tensor) -> Tensor:
-        return z * torch.asinh(z) - torch.sqrt(1 + z * z)
+        return z * torch.asinh(z) - torch.hypot(z, torch.ones_like(z))
 
 
 class Softplus(Activation):
@@ -464,7 +553,7 @@ class Softplus(Activation):
 
     def _phi(self, x: Tensor) -> Tensor:
         bx = self.beta * x
-        return (0.5 * bx * bx + dilogarithm(torch.exp(-bx))) / self.beta**2
+        return (0.5 * bx * bx + _li2_exp_neg(bx)) / self.beta**2
 
 
 class Sin(Activation):
@@ -488,7 +577,12 @@ class Sin(Activation):
         return torch.clamp(u, -HALF_PI, HALF_PI)
 
     def _phi(self, x: Tensor) -> Tensor:
-        return torch.sqrt((1 - x) * (1 + x)) + x * torch.asin(x)
+        # at |x| = 1, phi = pi/2 |x| with slope asin(+-1) = +-pi/2 (the formula's slope
+        # there is inf - inf)
+        edge = x.abs() >= 1
+        inner = torch.where(edge, torch.zeros_like(x), x)
+        smooth = torch.sqrt((1 - inner) * (1 + inner)) + inner * torch.asin(inner)
+        return torch.where(edge, HALF_PI * x.abs(), smooth)
 
 
 # -- proximal, non-invertible activations -----------------------------------------------------

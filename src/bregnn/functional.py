@@ -13,6 +13,8 @@ the (convex) range of ``rho``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -103,9 +105,21 @@ def bregman_linear(
 
 def bregman_divergence(x: Tensor, y: Tensor, act: Activation | str) -> Tensor:
     r"""Bregman divergence of ``phi``: :math:`D_\phi(x, y) = \phi(x) - \phi(y) -
-    \langle\nabla\phi(y), x - y\rangle`, summed over the last dimension."""
+    \langle\nabla\phi(y), x - y\rangle`, summed over the last dimension.
+
+    Evaluated as the lifted Bregman loss at :math:`u = \rho^{-1}(y)`:
+    :math:`D_\phi(x, y) = \phi(x) + \phi^*(u) - \langle x, u\rangle = B_\Psi(x, u)` (as
+    :math:`\phi^*(u) = \langle y, u\rangle - \phi(y)`), which uses the activation's
+    cancellation-free closed forms and never subtracts two infinities. ``+inf`` where ``x`` or
+    ``y`` leaves the closed domain of ``phi`` (per sample), or where :math:`\phi(x)` is
+    infinite (``atan`` family on the edge); never NaN. A ``y`` on the edge (a saturated
+    output) uses ``rho_inv``'s clamp, so the divergence stays finite there.
+    """
     act = activation(act)
-    return (act.phi(x) - act.phi(y) - act.rho_inv(y) * (x - y)).sum(-1)
+    u = act.rho_inv(act.clamp_to_closed_domain(y))
+    value = act.bregman_loss(act.clamp_to_closed_domain(x), u)
+    outside = act.outside_domain(x).any(-1) | act.outside_domain(y).any(-1)
+    return torch.where(outside, math.inf, value)
 
 
 def project_simplex(v: Tensor, dim: int = -1) -> Tensor:

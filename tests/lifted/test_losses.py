@@ -168,3 +168,15 @@ def test_float32_saturation_is_finite():
     z = torch.tensor([40.0, -40.0], dtype=torch.float32)
     value = bregman_loss(x, z, "sigmoid")
     assert torch.isfinite(value) and value >= 0
+
+
+def test_atan_loss_at_float32_half_pi_is_inf_not_nan():
+    # float32(pi/2) = 1.5707964 > pi/2: outside the domain, where cos(x) < 0 in float32
+    value = bregman_loss(torch.tensor([[1.5707964]]), torch.zeros(1, 1), "atan")
+    assert value.item() == math.inf
+    below = torch.nextafter(torch.tensor([[1.5707964]]), torch.zeros(1, 1))
+    assert math.isfinite(bregman_loss(below, torch.zeros(1, 1), "atan").item())
+    with pytest.raises(ValueError, match="domain"):
+        bregman_loss(torch.tensor([[1.5707964]]), torch.zeros(1, 1), "atan", checked=True)
+    one = torch.ones(1, 1, dtype=torch.float64)  # scaled_atan: phi(1) = +inf
+    assert bregman_loss(one, torch.zeros_like(one), "scaled_atan").item() == math.inf

@@ -72,7 +72,7 @@ def bregman_loss(x: Tensor, z: Tensor, act: Activation | str, *, checked: bool =
             f"x leaves the domain of Psi for {act.name!r} (closed range of rho: "
             f"[{act.lo}, {act.hi}]{'' if act.separable else ', summing to 1'})"
         )
-    value = act.bregman_loss(x.clamp(act.lo, act.hi), z)
+    value = act.bregman_loss(act.clamp_to_closed_domain(x), z)
     return torch.where(inside, value, torch.full_like(value, math.inf))
 
 
