@@ -77,7 +77,7 @@ def test_command_line_overrides_the_recipe():
 
 
 def test_unknown_recipe_and_bad_overrides():
-    with pytest.raises(ValueError, match=r"unknown recipe 'imagenet'; valid names: \['cifar10'"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'imagenet'; valid recipes: \['cifar10'"):
         get_recipe("imagenet")
     with pytest.raises(ValueError, match="unknown recipe fields"):
         get_recipe("cifar10", warmup=5)
@@ -191,12 +191,16 @@ def test_resume_continues_exactly(tmp_path):
     assert len(_rows(tmp_path / "resumed" / "metrics.csv")) == 3
 
 
-def test_checkpoint_from_another_model_is_rejected(tmp_path, capsys):
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     main(_mlp_run(tmp_path / "run", "--epochs", "1"))
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(_mlp_run(tmp_path / "run", "--hidden", "32", "--resume"))
+        main(_mlp_run(tmp_path / "run", "--hidden", "32", "--lr", "0.5", "--resume"))
     assert exit_info.value.code == 2
-    assert "was written for a different model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "cannot resume" in err and "lr saved 0.1, requested 0.5" in err
+    assert "hidden saved '16', requested '32'" in err
 
 
 def test_damaged_checkpoint_is_rejected(tmp_path, capsys):
@@ -206,7 +210,7 @@ def test_damaged_checkpoint_is_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(_mlp_run(tmp_path / "run", "--resume"))
     assert exit_info.value.code == 2
-    assert "damaged or not a bregnn checkpoint" in capsys.readouterr().err
+    assert "checkpoint.pt is not a readable bregnn train checkpoint" in capsys.readouterr().err
 
 
 # -- distributed command ---------------------------------------------------------------------------

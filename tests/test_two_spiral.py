@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-import bregnn.train
+import bregnn.plotting
+import bregnn.runs
 from bregnn.cli import main
 from bregnn.data import split, target_interval, two_spirals
 from bregnn.experiments import two_spiral as ts
@@ -158,20 +159,20 @@ def test_resume_skips_finished_runs(tmp_path):
 def test_resume_continues_an_interrupted_run_identically(tmp_path, monkeypatch):
     clean = ts.run_grid(tiny_grid(tmp_path, out=tmp_path / "clean", epochs=6), echo=False)
 
-    real_save = bregnn.train.atomic_save
+    real_save = bregnn.runs.save_checkpoint
     calls = {"n": 0}
 
-    def save_then_die(obj, path):
-        real_save(obj, path)
+    def save_then_die(obj, path, *, kind):
+        real_save(obj, path, kind=kind)
         calls["n"] += 1
         if calls["n"] == 9:  # run 2 (bregman, seed 1) dies after its epoch 3
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(bregnn.train, "atomic_save", save_then_die)
+    monkeypatch.setattr(bregnn.runs, "save_checkpoint", save_then_die)
     killed = tiny_grid(tmp_path, out=tmp_path / "killed", epochs=6)
     with pytest.raises(KeyboardInterrupt):
         ts.run_grid(killed, echo=False)
-    monkeypatch.setattr(bregnn.train, "atomic_save", real_save)
+    monkeypatch.setattr(bregnn.runs, "save_checkpoint", real_save)
     resumed = ts.run_grid(
         tiny_grid(tmp_path, out=tmp_path / "killed", epochs=6, resume=True), echo=False
     )
@@ -187,8 +188,27 @@ def test_resume_continues_an_interrupted_run_identically(tmp_path, monkeypatch):
 
 def test_resume_refuses_changed_settings(tmp_path):
     ts.run_grid(tiny_grid(tmp_path, seeds=1), echo=False)
-    with pytest.raises(ValueError, match="epochs"):
-        ts.run_grid(tiny_grid(tmp_path, seeds=1, epochs=4, resume=True), echo=False)
+    with pytest.raises(ValueError, match="batch_size saved 16, requested 8; noise saved 0.05"):
+        ts.run_grid(tiny_grid(tmp_path, seeds=1, batch_size=8, noise=0.1, resume=True), echo=False)
+
+
+def test_resume_extends_epochs_and_adds_runs(tmp_path):
+    ts.run_grid(tiny_grid(tmp_path, seeds=1), echo=False)
+    longer = ts.run_grid(tiny_grid(tmp_path, seeds=2, epochs=5, resume=True), echo=False)
+    assert [r["skipped"] for r in longer.runs] == [False] * 4
+    assert [r["epochs_run"] for r in longer.runs] == [5] * 4
+    straight = ts.run_grid(tiny_grid(tmp_path, out=tmp_path / "b", seeds=2, epochs=5), echo=False)
+    assert straight.rows == longer.rows
+    seconds = [float(r["time"]) for r in read_metrics_with_time(longer, tmp_path)]
+    assert longer.runs[0]["seconds"] == pytest.approx(sum(seconds))  # both segments count
+
+
+def read_metrics_with_time(outcome, tmp_path):
+    run = outcome.runs[0]
+    grid = tiny_grid(tmp_path)
+    path = ts._run_dir(grid, "atan", run["variant"], "random", run["lr"], run["seed"])
+    with open(path / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -233,19 +253,12 @@ def test_cli_bad_arguments_exit_with_message(tmp_path, capsys, argv, message):
     assert not (tmp_path / "bad").exists()
 
 
-def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    with pytest.raises(ImportError, match=r"figures need matplotlib.*--no-figures"):
-        ts.run_grid(tiny_grid(tmp_path, figures=True), echo=False)
+def test_missing_matplotlib_skips_the_figures(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ts, "figures_available", lambda: False)
+    monkeypatch.setattr(bregnn.plotting, "_noted", set())  # the note prints once per process
+    outcome = ts.run_grid(tiny_grid(tmp_path, figures=True, seeds=1), echo=False)
+    assert outcome.figures == [] and not (tmp_path / "grid" / "figures").exists()
+    assert "figures skipped: matplotlib is not installed" in capsys.readouterr().out
 
 
 # -- regression --------------------------------------------------------------------------------

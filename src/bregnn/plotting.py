@@ -1,4 +1,4 @@
-r"""Figures of the Bregman-MLP experiments (matplotlib, imported lazily).
+r"""Figures of the experiments (matplotlib, imported lazily).
 
 - :func:`plot_dataset`: 2-D points coloured by class (the paper's Figure 1).
 - :func:`plot_layer_outputs`: each hidden layer's 2-D representation :math:`z_l` of the
@@ -8,10 +8,14 @@ r"""Figures of the Bregman-MLP experiments (matplotlib, imported lazily).
   :math:`\mathrm{mean}_i |z_l^{(i)} - z_{l-1}^{(i)}|` (the paper's Figure 3), see
   :meth:`bregnn.models.MLP.diagnostics`.
 - :func:`plot_depth_study`: test accuracy against width, one line per (depth, variant).
+- :func:`plot_learning_curves`: loss and accuracy per epoch of one training run.
+- :func:`plot_robustness`: clean and adversarial accuracies as bars.
 
-matplotlib is an optional dependency (``pip install bregnn[plot]``); every function raises
-a clear ``ImportError`` naming it when it is missing. Figures are written with the
-non-interactive ``Agg`` backend, so no display is needed.
+matplotlib is an optional dependency (``pip install 'bregnn[plot]'``), imported only inside
+these functions. A command asks :func:`figures_available` before drawing and, when it is
+not, prints :func:`skip_figures_note` and carries on: a run never fails after training for
+want of matplotlib. The drawing functions themselves raise an ``ImportError`` naming the
+fix. Figures are written with the non-interactive ``Agg`` backend (no display needed).
 """
 
 from __future__ import annotations
@@ -29,16 +33,41 @@ from bregnn.models.mlp import LayerDiagnostics
 __all__ = [
     "CLASS_COLORS",
     "VARIANT_COLORS",
+    "figures_available",
     "plot_dataset",
     "plot_depth_study",
     "plot_layer_diagnostics",
     "plot_layer_outputs",
+    "plot_learning_curves",
+    "plot_robustness",
     "pyplot",
     "select_layers",
+    "skip_figures_note",
 ]
 
 CLASS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
 VARIANT_COLORS = {"bregman": "#1f77b4", "standard": "#d62728", "euclidean": "#2ca02c"}
+
+
+_INSTALL = "pip install 'bregnn[plot]'"
+_noted: set[str] = set()
+
+
+def figures_available() -> bool:
+    """Whether matplotlib can be imported (``pip install 'bregnn[plot]'`` provides it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def skip_figures_note(what: str = "figures") -> None:
+    """Print, once per process for each ``what``, the line
+    ``"<what> skipped: matplotlib is not installed (pip install 'bregnn[plot]')"``."""
+    if what not in _noted:
+        _noted.add(what)
+        print(f"{what} skipped: matplotlib is not installed ({_INSTALL})", flush=True)
 
 
 def pyplot() -> Any:
@@ -46,10 +75,7 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError(
-            "figures need matplotlib, which is not installed: `pip install matplotlib` "
-            "(or `pip install bregnn[plot]`), or pass --no-figures"
-        ) from err
+        raise ImportError(f"figures need matplotlib, which is not installed: {_INSTALL}") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -199,6 +225,56 @@ def plot_depth_study(rows: Sequence[Mapping[str, Any]], path: str | Path, title:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def plot_learning_curves(
+    rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = ""
+) -> Path:
+    """Two panels over the epochs of one run: the loss and the accuracy (in percent) of
+    every split present in ``rows`` (``train_*``, ``val_*``, ``test_*`` keys, as written by
+    :func:`bregnn.train.fit`)."""
+    if not rows:
+        raise ValueError("plot_learning_curves needs at least one epoch's metrics")
+    plt = pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    epochs = [int(r["epoch"]) for r in rows]
+    for i, split in enumerate(("train", "val", "test")):
+        if f"{split}_loss" not in rows[0]:
+            continue
+        color = CLASS_COLORS[i]
+        ax_loss.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], color=color, label=split)
+        accuracy = [100 * float(r[f"{split}_accuracy"]) for r in rows]
+        ax_acc.plot(epochs, accuracy, color=color, label=split)
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_acc.set_ylabel("accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def plot_robustness(accuracies: Mapping[str, float], path: str | Path, title: str = "") -> Path:
+    """One bar per entry of ``accuracies`` (label -> accuracy in ``[0, 1]``, e.g. clean,
+    FGSM and PGD test accuracy), with the value in percent written on it."""
+    if not accuracies:
+        raise ValueError("plot_robustness needs at least one accuracy")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.4 * len(accuracies) + 1.6, 3.4), constrained_layout=True)
+    labels = list(accuracies)
+    values = [100 * float(accuracies[k]) for k in labels]
+    bars = ax.bar(labels, values, color=CLASS_COLORS[: len(labels)])
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                    va="bottom", fontsize=9)  # fmt: skip
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3, axis="y")
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, plt, path)

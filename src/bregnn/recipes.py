@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from bregnn.registry import Registry
 from bregnn.train import TrainConfig
 
 __all__ = ["RECIPES", "Recipe", "available_recipes", "get_recipe", "milestones_arg"]
@@ -78,20 +79,19 @@ class Recipe:
         return asdict(self)
 
 
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe("cifar10", 0.1, 0.9, 1e-4, 182, (91, 136), 0.1, 128, augment=True),
-        Recipe("cifar100", 0.05, 0.9, 1e-3, 200, (60, 120, 160), 0.2, 128, augment=True),
-        Recipe("mnist-mlp", 0.1, 0.9, 0.0, 30, (22,), 0.1, 128),
-        Recipe("fashion-mnist-mlp", 0.1, 0.9, 0.0, 20, (15,), 0.1, 128),
-    )
-}
+RECIPES: Registry[Recipe] = Registry("recipe")
+for _recipe in (
+    Recipe("cifar10", 0.1, 0.9, 1e-4, 182, (91, 136), 0.1, 128, augment=True),
+    Recipe("cifar100", 0.05, 0.9, 1e-3, 200, (60, 120, 160), 0.2, 128, augment=True),
+    Recipe("mnist-mlp", 0.1, 0.9, 0.0, 30, (22,), 0.1, 128),
+    Recipe("fashion-mnist-mlp", 0.1, 0.9, 0.0, 20, (15,), 0.1, 128),
+):
+    RECIPES.register(_recipe.name, _recipe)
 
 
 def available_recipes() -> list[str]:
     """The registered recipe names."""
-    return sorted(RECIPES)
+    return RECIPES.names()
 
 
 def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
@@ -100,12 +100,7 @@ def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
     >>> get_recipe("cifar10", epochs=2).epochs
     2
     """
-    if isinstance(name, Recipe):
-        recipe = name
-    elif name in RECIPES:
-        recipe = RECIPES[name]
-    else:
-        raise ValueError(f"unknown recipe {name!r}; valid names: {available_recipes()}")
+    recipe = name if isinstance(name, Recipe) else RECIPES.get(name)  # ValueError: valid names
     return recipe.override(**overrides)
 
 

@@ -1,41 +1,16 @@
-"""Reproduced experiments, one module each, discovered by name.
+"""Reproduced experiments, one module each; :data:`bregnn.cli.COMMANDS` lists them.
 
-A module in this package becomes a ``bregnn`` sub-command when it defines:
+A module here is a ``bregnn`` sub-command when it defines:
 
 - ``NAME``: the sub-command name (e.g. ``"two-spiral"``);
-- ``HELP``: a one-line description;
-- ``add_arguments(parser)``: registers its options on an ``argparse`` parser;
+- ``HELP``: a one-line description (shown by ``bregnn --help``);
+- ``add_arguments(parser, argv)``: registers its options on an ``argparse`` parser;
+  ``argv`` holds the command-line words after the sub-command's name, for options that
+  depend on other options (e.g. the settings of the chosen ``--method``);
 - ``run(args) -> int``: runs it and returns an exit status.
+
+Every command stores its full resolved settings with :func:`bregnn.runs.prepare_run`
+(which refuses to reuse a run directory silently), checks
+:func:`bregnn.plotting.figures_available` before drawing, and ends with a printed table.
+``--overwrite`` and ``--threads`` are added by :mod:`bregnn.cli` to every command.
 """
-
-from __future__ import annotations
-
-import importlib
-import pkgutil
-from types import ModuleType
-
-__all__ = ["experiments", "get_experiment"]
-
-
-def experiments() -> dict[str, ModuleType]:
-    """All experiment modules of this package, keyed by their ``NAME``."""
-    found: dict[str, ModuleType] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        name = getattr(module, "NAME", None)
-        if name is None:
-            continue
-        if name in found:
-            raise RuntimeError(f"two experiments are named {name!r}")
-        found[name] = module
-    return found
-
-
-def get_experiment(name: str) -> ModuleType:
-    """The experiment called ``name``; ``ValueError`` lists the valid names."""
-    registry = experiments()
-    if name not in registry:
-        raise ValueError(f"unknown experiment {name!r}; valid names: {sorted(registry)}")
-    return registry[name]

@@ -9,6 +9,7 @@ It takes about a minute on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,26 @@ SETTINGS: dict[str, Any] = {
 """The demo's grid (see :class:`~bregnn.experiments.two_spiral.SpiralGrid`)."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the demo in --out (finished runs kept)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no per-epoch progress (bar or lines)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    grid = SpiralGrid(**SETTINGS, out=args.out)
+    grid = SpiralGrid(
+        **SETTINGS,
+        out=args.out,
+        figures=not args.no_figures,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(
         f"two spirals, {grid.n_points} points; {grid.layers} hidden layers x {grid.width} "
         f"neurons, {', '.join(grid.activations)}; {' vs '.join(grid.variants)}; "

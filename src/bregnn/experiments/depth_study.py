@@ -12,8 +12,11 @@ activation's range (sigmoid: ``[0.05, 0.95]``), so the first Bregman layer's
 The data come from :func:`bregnn.data.load_dataset`; on this project's machines MNIST is a
 10k subset (8k train / 2k test), not the official 60k/10k split. ``--train-limit`` keeps
 the first ``n`` training images (quick runs, tests). Runs live in
-``out/<variant>-d<depth>-w<width>/seed<k>/`` and resume like the two-spiral grid; the
-study writes ``table.md`` / ``table.csv`` / ``results.json`` and ``depth-study.png``.
+``out/<variant>-d<depth>-w<width>/seed<k>/`` and resume like the two-spiral grid
+(:func:`bregnn.runs.prepare_run`; a resumed study may change the mutable settings and its
+axes :data:`STUDY_AXES`, nothing else); the study writes ``config.json``, ``table.md`` /
+``table.csv`` / ``results.json`` and ``depth-study.png`` (skipped with a note without
+matplotlib).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,18 +36,22 @@ from bregnn.data import dataset_spec, load_dataset, to_activation_range
 from bregnn.experiments._summary import csv_text, markdown_table, summarize_seeds
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
-from bregnn.train import TrainConfig, evaluate, fit
-from bregnn.utils import (
+from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.runs import (
+    MUTABLE_KEYS,
+    accumulated_seconds,
     atomic_save,
     atomic_write_text,
-    default_data_dir,
-    seed_everything,
+    prepare_run,
     write_json,
 )
+from bregnn.train import TrainConfig, evaluate, fit
+from bregnn.utils import default_data_dir, seed_everything
 
 __all__ = [
     "HELP",
     "NAME",
+    "STUDY_AXES",
     "DepthStudy",
     "StudyOutcome",
     "add_arguments",
@@ -60,15 +66,8 @@ __all__ = [
 NAME = "depth-study"
 HELP = "MNIST depth study: sigmoid MLPs of 2 and 9 hidden layers, Bregman vs standard (Fig. 5)."
 
-_RUN_SETTINGS = (
-    "dataset",
-    "activation",
-    "lr",
-    "epochs",
-    "batch_size",
-    "momentum",
-    "train_limit",
-)
+STUDY_AXES = frozenset({"depths", "widths", "variants", "seeds"})
+"""Settings that select which runs a study holds: a resumed study may change them."""
 
 
 @dataclass
@@ -90,6 +89,7 @@ class DepthStudy:
     out: Path = Path("runs/depth-study")
     figures: bool = True
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,9 +118,6 @@ class DepthStudy:
         if self.train_limit is not None and self.train_limit <= 0:
             raise ValueError(f"train_limit must be positive or None; got {self.train_limit}")
         self.out = Path(self.out)
-
-    def run_settings(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _RUN_SETTINGS}
 
 
 class StudyOutcome(NamedTuple):
@@ -155,12 +152,14 @@ def _run_one(
     depth: int,
     width: int,
     seed: int,
+    resume: bool,
 ) -> dict[str, Any]:
     run_dir = _run_dir(study, variant, depth, width, seed)
     result_path = run_dir / "result.json"
-    if study.resume and result_path.exists():
-        return {**json.loads(result_path.read_text()), "skipped": True}
-    result_path.unlink(missing_ok=True)  # a fresh run: drop the result of an earlier one
+    if resume and result_path.exists():
+        result = json.loads(result_path.read_text())
+        if result.get("epochs") == study.epochs:  # else: continue it to the new epoch count
+            return {**result, "skipped": True}
     seed_everything(seed)
     n_classes = dataset_spec(study.dataset).num_classes
     model = MLP(train[0].shape[1], [width] * depth, n_classes, study.activation, variant)
@@ -173,8 +172,7 @@ def _run_one(
         progress=study.progress,
         desc=f"{variant} depth {depth} width {width} seed {seed}",
     )
-    tic = time.perf_counter()
-    history = fit(model, train, config, test=test, run_dir=run_dir, resume=study.resume)
+    history = fit(model, train, config, test=test, run_dir=run_dir, resume=resume)
     train_loss, train_acc = evaluate(model, *train)
     test_loss, test_acc = evaluate(model, *test)
     result = {
@@ -182,12 +180,13 @@ def _run_one(
         "depth": depth,
         "width": width,
         "seed": seed,
+        "epochs": study.epochs,
         "train_loss": train_loss,
         "train_accuracy": train_acc,
         "test_loss": test_loss,
         "test_accuracy": test_acc,
         "epochs_run": len(history.rows),
-        "seconds": time.perf_counter() - tic,
+        "seconds": accumulated_seconds(history.rows, "time"),
     }
     atomic_save(model.state_dict(), run_dir / "model.pt")
     write_json(result, result_path)
@@ -207,29 +206,20 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
     """Train every (variant, depth, width, seed) of ``study``; write tables and the figure."""
-    if study.figures:
-        from bregnn.plotting import pyplot
-
-        pyplot()  # fail before training when matplotlib is missing
     train, test = load_images(study)
-    study.out.mkdir(parents=True, exist_ok=True)
-    settings = json.loads(json.dumps(study.run_settings()))
-    settings_path = study.out / "settings.json"
-    if study.resume and settings_path.exists():
-        stored = json.loads(settings_path.read_text())
-        changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
-        if changed:
-            raise ValueError(
-                f"cannot resume {study.out}: its runs used different settings "
-                f"(name: (stored, requested)) {changed}; pick another --out or drop --resume"
-            )
-    write_json(settings, settings_path)
+    resumed = prepare_run(
+        study.out,
+        asdict(study),
+        resume=study.resume,
+        overwrite=study.overwrite,
+        mutable=MUTABLE_KEYS | STUDY_AXES,
+    )
     runs = []
     for depth in study.depths:
         for width in study.widths:
             for variant in study.variants:
                 for seed in range(study.seeds):
-                    r = _run_one(study, train, test, variant, depth, width, seed)
+                    r = _run_one(study, train, test, variant, depth, width, seed, resumed)
                     runs.append(r)
                     if echo:
                         state = "done before, skipped" if r["skipped"] else f"{r['seconds']:.0f}s"
@@ -248,7 +238,9 @@ def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
         {"settings": asdict(study), "rows": rows, "runs": public}, study.out / "results.json"
     )
     figures = []
-    if study.figures:
+    if study.figures and not figures_available():
+        skip_figures_note()
+    elif study.figures:
         from bregnn.plotting import plot_depth_study
 
         figures.append(
@@ -274,7 +266,7 @@ def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
 
 
 # -- command line ------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     parser.add_argument("--depths", nargs="+", type=int, default=[2, 9], help="hidden layers")
     parser.add_argument("--widths", nargs="+", type=int, default=[16, 128, 1024])
     parser.add_argument("--variant", nargs="+", default=["bregman", "standard"])
@@ -290,9 +282,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--train-limit", type=int, default=None, help="use the first n images")
     parser.add_argument("--out", type=Path, default=Path("runs/depth-study"))
-    parser.add_argument("--no-figures", action="store_true")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figure")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study in --out: skip finished runs, continue interrupted ones",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no per-epoch progress (bar or lines)"
+    )
 
 
 def study_from_args(args: argparse.Namespace) -> DepthStudy:
@@ -312,6 +310,7 @@ def study_from_args(args: argparse.Namespace) -> DepthStudy:
         out=args.out,
         figures=not args.no_figures,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
 

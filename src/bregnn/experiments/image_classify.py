@@ -8,11 +8,16 @@ ones). Every model starts with its own :class:`~bregnn.data.InputScaling` (per-c
 standardisation for ResNets, the activation's target interval for MLPs/CNNs, which Bregman
 MLPs need), so the attacks' ``eps`` is in pixel space for every model.
 
-After training (:func:`bregnn.train.fit`, or :func:`bregnn.distributed.fit_distributed` with
-``--distributed`` under ``torchrun``) it writes ``summary.json`` with the clean test accuracy,
-FGSM (l_inf, 8/255) and PGD (l_2, 0.5) robust accuracies on the test set (or its first
-``--robust-subset`` images), the mean logit margin ``f_(1) - f_(2)`` on the test set, and
-``model.pt`` (the trained ``state_dict``, loadable with ``torch.load(weights_only=True)``).
+Training is :func:`bregnn.train.fit` (data-parallel with ``--distributed`` under
+``torchrun``). The run directory gets ``config.json`` (the resolved settings, recipe values
+included: :func:`bregnn.runs.prepare_run` refuses a ``--resume`` that changes any of them
+but the mutable ones, :data:`RESUMABLE`), ``metrics.csv`` and ``checkpoint.pt`` every
+epoch, then ``summary.json`` with the clean test accuracy, FGSM (l_inf, 8/255) and PGD
+(l_2, 0.5) robust accuracies on the test set (or its first ``--robust-subset`` images),
+the mean logit margin ``f_(1) - f_(2)`` on the test set and the training seconds (summed
+over resumed segments), ``model.pt`` (the trained ``state_dict``, loadable with
+``torch.load(weights_only=True)``), ``table.md`` (also printed) and the figures
+``learning-curves.png`` and ``robustness.png`` (skipped with a note without matplotlib).
 
 Examples::
 
@@ -24,39 +29,55 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bregnn.activations import Activation, activation
 from bregnn.data import CropFlip, InputScaling, RandomAffine, dataset_spec, load_dataset, to_unit
-from bregnn.distributed import DistContext, cleanup, init_from_env
+from bregnn.distributed import DistContext, barrier, cleanup, init_from_env
 from bregnn.models import MLP, RESNETS, ConvNet
+from bregnn.plotting import figures_available, skip_figures_note
 from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
+from bregnn.runs import (
+    MUTABLE_KEYS,
+    accumulated_seconds,
+    atomic_save,
+    atomic_write_text,
+    prepare_run,
+    write_json,
+)
 from bregnn.train import History, evaluate, fit
-from bregnn.utils import pick_device, seed_everything, write_json
+from bregnn.utils import pick_device, seed_everything
 
 __all__ = [
     "HELP",
     "MODELS",
     "NAME",
+    "RESUMABLE",
     "Autocast",
     "ToUnit",
     "ToUnitAugment",
     "add_arguments",
     "build_model",
+    "format_table",
     "load_data",
     "robustness",
     "run",
+    "run_config",
     "synthetic_images",
 ]
 
 NAME = "image-classify"
 HELP = "Train a (Bregman) ResNet / MLP / CNN on MNIST, Fashion-MNIST or CIFAR; report robustness"
+
+RESUMABLE = MUTABLE_KEYS | {"robust_subset", "pgd_steps", "distributed"}
+"""Settings a ``--resume`` may change: those of :mod:`bregnn.runs`, the final evaluation's
+and multi-process training (which follows single-process training step for step)."""
 
 MODELS = (*RESNETS, "mlp", "cnn")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
@@ -234,7 +255,7 @@ def final_evaluation(
 
 
 # -- command -------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     parser.add_argument("--dataset", choices=DATASETS, default="cifar10")
     parser.add_argument("--model", choices=MODELS, default="resnet20")
     parser.add_argument(
@@ -262,6 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on N random images shaped like --dataset (no data needed)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/image-classify"))
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
@@ -270,7 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pgd-steps", type=int, default=20)
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel training; start with torchrun")  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no per-epoch progress (bar or lines)"
+    )
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -295,30 +319,50 @@ def _augmentation(channels: int, enabled: bool) -> CropFlip | RandomAffine | Non
     return CropFlip() if channels == 3 else RandomAffine()
 
 
+def run_config(args: argparse.Namespace, recipe: Recipe) -> dict[str, Any]:
+    """The run's full resolved settings (``config.json``): the command-line options with
+    the recipe's values in place of the overrides that were not given."""
+    config = dict(vars(args))
+    config.update({k: v for k, v in recipe.as_dict().items() if k != "name"})
+    return config
+
+
+def _prepare(args: argparse.Namespace, config: dict[str, Any], ctx: DistContext) -> bool:
+    """:func:`~bregnn.runs.prepare_run` on rank 0; with several ranks every rank first
+    checks the same directory, so all of them fail or none does."""
+    options = {"resume": args.resume, "overwrite": args.overwrite, "mutable": RESUMABLE}
+    if ctx.world_size == 1:
+        return prepare_run(args.out, config, **options)
+    resumed = prepare_run(args.out, config, **options, main=False)
+    barrier(ctx)
+    if ctx.is_main:
+        prepare_run(args.out, config, **options)
+    barrier(ctx)
+    return resumed
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.robust_subset is not None and args.robust_subset < 0:
         raise ValueError(f"--robust-subset must be >= 0; got {args.robust_subset}")
-    ctx = init_from_env(args.device) if args.distributed else None
+    ctx = init_from_env(args.device) if args.distributed else DistContext()
     try:
-        device = ctx.device if ctx is not None else pick_device(args.device)
-        is_main = ctx is None or ctx.is_main
+        device = ctx.device if args.distributed else pick_device(args.device)
         seed_everything(args.seed)
         model = build_model(args).to(device)
         if args.amp:
             model = Autocast(model)
         train, test = load_data(args)
-        config = recipe.train_config(seed=args.seed, progress=not args.no_progress and is_main,
+        resumed = _prepare(args, run_config(args, recipe), ctx)
+        config = recipe.train_config(seed=args.seed, progress=not args.no_progress,
                                      desc=f"{args.model} {args.variant}")  # fmt: skip
         transform = ToUnitAugment(
             _augmentation(dataset_spec(args.dataset).shape[0], recipe.augment)
         )
-        tic = time.perf_counter()
-        history = fit(model, train, config, test=test, run_dir=args.out, resume=args.resume,
+        history = fit(model, train, config, test=test, run_dir=args.out, resume=resumed,
                       train_transform=transform, eval_transform=ToUnit(), ctx=ctx)  # fmt: skip
-        train_time = time.perf_counter() - tic
-        if is_main:
-            _finish(model, history, train, test, args, recipe, device, train_time, ctx)
+        if ctx.is_main:
+            _finish(model, history, train, test, args, recipe, device, ctx)
     finally:
         cleanup()
     return 0
@@ -332,13 +376,13 @@ def _finish(
     args: argparse.Namespace,
     recipe: Recipe,
     device: torch.device,
-    train_time: float,
-    ctx: DistContext | None,
+    ctx: DistContext,
 ) -> None:
-    """Final evaluation, ``model.pt`` and ``summary.json`` (rank 0 only)."""
+    """Final evaluation, ``model.pt``, ``summary.json``, ``table.md``, the figures and the
+    printed table (rank 0 only)."""
     evaluation = final_evaluation(model, test, args)
     net = unwrap(model)
-    torch.save(net.state_dict(), args.out / "model.pt")
+    atomic_save(net.state_dict(), args.out / "model.pt")
     last = history.rows[-1] if history.rows else {}
     summary = {
         "dataset": args.dataset if not args.synthetic else f"synthetic({args.dataset} shape)",
@@ -352,16 +396,66 @@ def _finish(
         "epochs_run": len(history.rows),
         "final_train_loss": last.get("train_loss"),
         "final_train_accuracy": last.get("train_accuracy"),
-        "train_seconds": train_time,
+        "train_seconds": accumulated_seconds(history.rows, "time"),
         "device": str(device),
-        "world_size": 1 if ctx is None else ctx.world_size,
+        "world_size": ctx.world_size,
         "amp": args.amp,
         "seed": args.seed,
         **evaluation,
     }
     write_json(summary, args.out / "summary.json")
-    print(json.dumps({k: summary[k] for k in _HEADLINE if k in summary}))
+    table = format_table(summary)
+    atomic_write_text(table, args.out / "table.md")
+    figures = [] if args.no_figures else _figures(history, summary, args)
+    print()
+    print(table)
+    print(f"summary: {args.out / 'summary.json'}, table: {args.out / 'table.md'}")
+    for path in figures:
+        print(f"figure: {path}")
 
 
-_HEADLINE = ("model", "variant", "epochs_run", "test_accuracy", "fgsm_accuracy",
-             "pgd_accuracy", "mean_logit_margin", "train_seconds")  # fmt: skip
+def format_table(summary: dict[str, Any]) -> str:
+    """A one-row markdown table of ``summary``: clean and robust test accuracy (percent),
+    logit margin, epochs and training seconds."""
+
+    def percent(key: str) -> str:
+        value = summary.get(key)
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    headers = ["model", "variant", "epochs", "test acc (%)", "FGSM acc (%)", "PGD acc (%)",
+               "logit margin", "train time (s)"]  # fmt: skip
+    cells = [
+        summary["model"],
+        summary["variant"],
+        str(summary["epochs_run"]),
+        percent("test_accuracy"),
+        percent("fgsm_accuracy"),
+        percent("pgd_accuracy"),
+        f"{summary['mean_logit_margin']:.3f}",
+        f"{summary['train_seconds']:.1f}",
+    ]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figures(history: History, summary: dict[str, Any], args: argparse.Namespace) -> list[Path]:
+    """Learning curves and (when the attacks ran) the robustness bar chart."""
+    if not figures_available():
+        skip_figures_note()
+        return []
+    from bregnn.plotting import plot_learning_curves, plot_robustness
+
+    name = f"{summary['model']} {summary['variant']} on {summary['dataset']}"
+    paths = []
+    if history.rows:
+        paths.append(plot_learning_curves(history.rows, args.out / "learning-curves.png", name))
+    if "fgsm_accuracy" in summary:
+        accuracies = {
+            "clean": summary["test_accuracy"],
+            f"FGSM l_inf {summary['fgsm_linf_eps']:.3g}": summary["fgsm_accuracy"],
+            f"PGD l_2 {summary['pgd_l2_eps']:g}": summary["pgd_accuracy"],
+        }
+        title = f"{name}: first {summary['robust_subset']} test images"
+        paths.append(plot_robustness(accuracies, args.out / "robustness.png", title))
+    return paths

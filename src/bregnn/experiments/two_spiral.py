@@ -17,11 +17,18 @@ activation's range, so the Bregman layers see inputs inside the domain of ``rho_
 A grid runs every (activation, variant, init, lr, seed); the seed drives the weight
 initialisation and the batch order (the data set is the same for every run). Each run
 lives in ``out/<activation>-<variant>-<init>-lr<lr>/seed<k>/`` with ``metrics.csv``,
-``checkpoint.pt`` (every epoch), and once finished ``model.pt`` and ``result.json``;
-``resume`` skips finished runs and continues interrupted ones from their checkpoint.
-The grid writes ``table.md`` / ``table.csv`` / ``results.json`` (mean +- std over seeds,
-population std) and PNG figures (dataset, per-layer representations, and for deep models
-the per-layer parameter norms and steps :math:`|z_l - z_{l-1}|`).
+``checkpoint.pt`` (every epoch), and once finished ``model.pt`` and ``result.json``.
+The grid writes ``config.json`` first (:func:`bregnn.runs.prepare_run`: a second grid in
+the same ``out`` is refused unless it resumes or overwrites the first), then
+``table.md`` / ``table.csv`` / ``results.json`` (mean +- std over seeds, population std)
+and PNG figures (dataset, per-layer representations, and for deep models the per-layer
+parameter norms and steps :math:`|z_l - z_{l-1}|`); without matplotlib the figures are
+skipped with a note.
+
+``resume`` skips finished runs and continues interrupted ones from their checkpoint. It
+may change the mutable settings of :mod:`bregnn.runs` (``epochs`` continues finished runs
+to the new count) and the grid's axes (:data:`GRID_AXES`: activations, variants, inits,
+lrs, seeds add runs beside the existing ones); any other change is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,11 +50,21 @@ from bregnn.experiments._summary import csv_text, markdown_table, summarize_seed
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
 from bregnn.nn import INITS
+from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.runs import (
+    MUTABLE_KEYS,
+    accumulated_seconds,
+    atomic_save,
+    atomic_write_text,
+    prepare_run,
+    write_json,
+)
 from bregnn.train import TrainConfig, evaluate, fit
-from bregnn.utils import atomic_save, atomic_write_text, seed_everything, write_json
+from bregnn.utils import seed_everything
 
 __all__ = [
     "DEEP_LAYERS",
+    "GRID_AXES",
     "HELP",
     "NAME",
     "GridOutcome",
@@ -71,19 +87,9 @@ HELP = "Two-spiral classification with narrow Bregman vs standard MLPs (paper Se
 DEEP_LAYERS = 10
 """Models with at least this many hidden layers also get the Figure-3 diagnostics plot."""
 
-# Settings that change what a single run computes: a resumed grid must agree on them.
-_RUN_SETTINGS = (
-    "layers",
-    "width",
-    "epochs",
-    "batch_size",
-    "momentum",
-    "patience",
-    "n_points",
-    "turns",
-    "noise",
-    "data_seed",
-)
+GRID_AXES = frozenset({"activations", "variants", "inits", "lrs", "seeds"})
+"""Settings that select which runs a grid holds (one directory each): a resumed grid may
+change them; the other settings change what every run computes and may not."""
 
 
 @dataclass
@@ -109,6 +115,7 @@ class SpiralGrid:
     out: Path = Path("runs/two-spiral")
     figures: bool = True
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -145,10 +152,6 @@ class SpiralGrid:
                 f"need turns > 0 and noise >= 0; got turns={self.turns}, noise={self.noise}"
             )
         self.out = Path(self.out)
-
-    def run_settings(self) -> dict[str, Any]:
-        """The settings every run of the grid shares (checked on resume)."""
-        return {name: getattr(self, name) for name in _RUN_SETTINGS}
 
 
 class SpiralData(NamedTuple):
@@ -188,15 +191,21 @@ def _build_model(grid: SpiralGrid, act: str, variant: str, init: str, seed: int)
 
 
 def _run_one(
-    grid: SpiralGrid, data: SpiralData, act: str, variant: str, init: str, lr: float, seed: int
+    grid: SpiralGrid,
+    data: SpiralData,
+    act: str,
+    variant: str,
+    init: str,
+    lr: float,
+    seed: int,
+    resume: bool,
 ) -> dict[str, Any]:
     run_dir = _run_dir(grid, act, variant, init, lr, seed)
     result_path = run_dir / "result.json"
-    if grid.resume and result_path.exists():
+    if resume and result_path.exists():
         result = json.loads(result_path.read_text())
-        result["skipped"] = True
-        return result
-    result_path.unlink(missing_ok=True)  # a fresh run: drop the result of an earlier one
+        if result.get("epochs") == grid.epochs:  # else: continue it to the new epoch count
+            return {**result, "skipped": True}
     model = _build_model(grid, act, variant, init, seed)
     config = TrainConfig(
         lr=lr,
@@ -208,8 +217,7 @@ def _run_one(
         progress=grid.progress,
         desc=f"{act}/{variant}/{init}/lr={lr:g}/seed {seed}",
     )
-    tic = time.perf_counter()
-    history = fit(model, data.train, config, data.val, data.test, run_dir, resume=grid.resume)
+    history = fit(model, data.train, config, data.val, data.test, run_dir, resume=resume)
     train_loss, train_acc = evaluate(model, *data.train)
     _, val_acc = evaluate(model, *data.val)
     test_loss, test_acc = evaluate(model, *data.test)
@@ -219,6 +227,7 @@ def _run_one(
         "init": init,
         "lr": lr,
         "seed": seed,
+        "epochs": grid.epochs,
         "train_loss": train_loss,
         "train_accuracy": train_acc,
         "val_accuracy": val_acc,
@@ -227,12 +236,11 @@ def _run_one(
         "epochs_run": len(history.rows),
         "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early,
-        "seconds": time.perf_counter() - tic,
+        "seconds": accumulated_seconds(history.rows, "time"),
     }
     atomic_save(model.state_dict(), run_dir / "model.pt")
     write_json(result, result_path)
-    result["skipped"] = False
-    return result
+    return {**result, "skipped": False}
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -248,29 +256,21 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return markdown_table(rows, columns, trailing=[("epochs run", "{epochs_run_mean:.0f}")])
 
 
-def _check_settings(grid: SpiralGrid) -> None:
-    path = grid.out / "settings.json"
-    settings = json.loads(json.dumps(grid.run_settings()))
-    if grid.resume and path.exists():
-        stored = json.loads(path.read_text())
-        changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
-        if changed:
-            raise ValueError(
-                f"cannot resume {grid.out}: its runs used different settings "
-                f"(name: (stored, requested)) {changed}; pick another --out or drop --resume"
-            )
-    write_json(settings, path)
+def grid_config(grid: SpiralGrid) -> dict[str, Any]:
+    """The grid's resolved settings as stored in ``config.json``."""
+    return asdict(grid)
 
 
 def run_grid(grid: SpiralGrid, echo: bool = True) -> GridOutcome:
     """Train every (activation, variant, init, lr, seed) of ``grid``, write the tables (and
     figures unless ``grid.figures`` is false) under ``grid.out``; see the module docstring."""
-    if grid.figures:
-        from bregnn.plotting import pyplot
-
-        pyplot()  # fail before training when matplotlib is missing
-    grid.out.mkdir(parents=True, exist_ok=True)
-    _check_settings(grid)
+    resumed = prepare_run(
+        grid.out,
+        grid_config(grid),
+        resume=grid.resume,
+        overwrite=grid.overwrite,
+        mutable=MUTABLE_KEYS | GRID_AXES,
+    )
     runs: list[dict[str, Any]] = []
     datasets: dict[str, SpiralData] = {}
     for act in grid.activations:
@@ -279,7 +279,7 @@ def run_grid(grid: SpiralGrid, echo: bool = True) -> GridOutcome:
             for init in grid.inits:
                 for lr in grid.lrs:
                     for seed in range(grid.seeds):
-                        r = _run_one(grid, data, act, variant, init, lr, seed)
+                        r = _run_one(grid, data, act, variant, init, lr, seed, resumed)
                         runs.append(r)
                         if echo:
                             state = (
@@ -297,10 +297,14 @@ def run_grid(grid: SpiralGrid, echo: bool = True) -> GridOutcome:
     atomic_write_text(table, grid.out / "table.md")
     atomic_write_text(csv_text(rows), grid.out / "table.csv")
     write_json(
-        {"settings": asdict(grid), "rows": rows, "runs": [_public(r) for r in runs]},
+        {"settings": grid_config(grid), "rows": rows, "runs": [_public(r) for r in runs]},
         grid.out / "results.json",
     )
-    figures = _make_figures(grid, rows, datasets) if grid.figures else []
+    figures: list[Path] = []
+    if grid.figures and not figures_available():
+        skip_figures_note()
+    elif grid.figures:
+        figures = _make_figures(grid, rows, datasets)
     return GridOutcome(rows, runs, table, figures)
 
 
@@ -377,7 +381,7 @@ def _make_figures(
 
 
 # -- command line ------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Options of ``bregnn two-spiral`` (several activations / variants / inits / lrs run
     as one grid)."""
     parser.add_argument("--layers", type=int, default=3, help="number of hidden layers")
@@ -402,9 +406,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/two-spiral"))
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument(
-        "--resume", action="store_true", help="skip finished runs, continue interrupted ones"
+        "--resume",
+        action="store_true",
+        help="continue the grid in --out: skip finished runs, continue interrupted ones",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no per-epoch progress (bar or lines)"
+    )
 
 
 def grid_from_args(args: argparse.Namespace) -> SpiralGrid:
@@ -428,6 +436,7 @@ def grid_from_args(args: argparse.Namespace) -> SpiralGrid:
         out=args.out,
         figures=not args.no_figures,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
 
