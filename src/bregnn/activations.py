@@ -724,10 +724,13 @@ class Softmax(Activation):
         return _xlogx(x).sum(-1) - (x * torch.log_softmax(z, dim=-1)).sum(-1)
 
     def bregman_loss_grad_x(self, x: Tensor, z: Tensor) -> Tensor:
-        raise ValueError(
-            "the x-gradient of the softmax Bregman loss is not available "
-            "(Psi is not separable); use its prox instead"
-        )
+        r"""The gradient of the loss as written on the positive orthant,
+        :math:`\log x + 1 - \log\mathrm{softmax}(z)` (on the simplex any multiple of the ones
+        vector may be added: it is normal to the simplex). Where :math:`x_i = 0` the entropy's
+        slope is :math:`-\infty`; :math:`\log x_i` is taken at ``finfo.tiny`` instead, as
+        ``rho_inv`` clamps."""
+        tiny = torch.finfo(_float_dtype(x)).tiny
+        return torch.log(x.clamp(min=tiny)) + 1 - torch.log_softmax(z, dim=-1)
 
     def prox(self, z: Tensor, t: float | Tensor = 1.0) -> Tensor:
         r"""Prox of :math:`t\Psi` on the simplex (``0 < t <= 1``).

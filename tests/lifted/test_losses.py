@@ -180,3 +180,72 @@ def test_atan_loss_at_float32_half_pi_is_inf_not_nan():
         bregman_loss(torch.tensor([[1.5707964]]), torch.zeros(1, 1), "atan", checked=True)
     one = torch.ones(1, 1, dtype=torch.float64)  # scaled_atan: phi(1) = +inf
     assert bregman_loss(one, torch.zeros_like(one), "scaled_atan").item() == math.inf
+
+
+# -- autograd returns the closed-form gradients ------------------------------------------------
+def _autograd(x, z, act):
+    xx, zz = x.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    return torch.autograd.grad(bregman_loss(xx, zz, act).sum(), (xx, zz))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "isru", "sin", "scaled_tanh", "softmax"])
+def test_autograd_at_a_saturated_float32_output_is_the_closed_form(name):
+    act = activation(name)
+    u = torch.tensor([[30.0, -30.0, 0.0]]) if name != "isru" else torch.tensor([[1e4, -1e4, 0.0]])
+    x = act.rho(u)  # float32: sigmoid(30.) == 1.0 exactly, tanh(30.) == 1.0, ...
+    assert x.max().item() == act.closed_domain(torch.float32)[1] or name == "softmax"
+    z = torch.tensor([[0.5, -1.0, 2.0]])
+    gx, gz = _autograd(x, z, act)
+    assert torch.isfinite(gx).all() and torch.isfinite(gz).all()
+    assert torch.equal(gx, bregman_loss_grad_x(x, z, act))
+    assert torch.equal(gz, bregman_loss_grad_z(x, z, act))
+
+
+def _edge_and_inside(act, dtype):
+    """Per feature: each finite edge of the closed domain and one float step inside it."""
+    values = []
+    for bound, inward in zip(act.closed_domain(dtype), (math.inf, -math.inf)):
+        if math.isfinite(bound):
+            b = torch.tensor(bound, dtype=dtype)
+            values += [b, torch.nextafter(b, torch.tensor(inward, dtype=dtype))]
+    return torch.stack(values or [torch.zeros((), dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", [n for n in ALL if n != "softmax"])
+def test_autograd_equals_the_closed_form_at_and_next_to_every_edge(name, dtype):
+    act = activation(name)
+    edge = _edge_and_inside(act, dtype)
+    z = torch.linspace(-40, 40, 9, dtype=dtype)
+    x = edge.repeat_interleave(len(z)).reshape(-1, 1)
+    z = z.repeat(len(edge)).reshape(-1, 1)
+    gx, gz = _autograd(x, z, act)
+    assert torch.isfinite(gx).all() and torch.isfinite(gz).all()
+    assert torch.equal(gx, bregman_loss_grad_x(x, z, act))
+    assert torch.equal(gz, bregman_loss_grad_z(x, z, act))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_autograd_equals_the_closed_form_at_the_vertices(dtype):
+    x = torch.eye(3, dtype=dtype)  # the vertices of the simplex: saturated softmax outputs
+    z = torch.tensor([[2.0, -1.0, 0.5]], dtype=dtype).expand(3, 3)
+    gx, gz = _autograd(x, z, "softmax")
+    assert torch.isfinite(gx).all() and torch.isfinite(gz).all()
+    assert torch.equal(gx, bregman_loss_grad_x(x, z, "softmax"))
+    assert torch.equal(gz, bregman_loss_grad_z(x, z, "softmax"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradcheck_in_the_interior(name):
+    act = activation(name)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    x = act.rho(u)
+    if name in ("relu", "soft_threshold"):  # away from x = 0, where Psi has its kink
+        x = x.abs() + 0.2
+    z = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    z = torch.where((z.abs() - 0.1).abs() < 0.05, z + 0.2, z)  # away from z = +-alpha, 0
+    z = torch.where(z.abs() < 0.05, z + 0.2, z)
+    torch.autograd.gradcheck(
+        lambda a, b: bregman_loss(a, b, act), (x.requires_grad_(), z.requires_grad_())
+    )

@@ -29,6 +29,12 @@ cancellation in the generic form:
 Any other activation of the registry uses ``phi(x) + phi_conj(z) - <x, z>``.
 Outside :math:`\operatorname{dom}\Psi` the loss is ``+inf`` (never NaN), or ``checked=True``
 raises a ``ValueError``.
+
+Autograd of :func:`bregman_loss` returns the closed forms :func:`bregman_loss_grad_x` and
+:func:`bregman_loss_grad_z`, not the derivative of the formula: at a saturated ``x`` (float32
+``sigmoid(30.) == 1.0``) the formula's derivative is ``inf - inf``, while
+:math:`\rho^{-1}(x) - z` is finite (``rho_inv`` clamps), and no derivative of the activation
+is ever taken. Second derivatives are not available.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from bregnn.activations import Activation, activation
 
@@ -72,8 +79,28 @@ def bregman_loss(x: Tensor, z: Tensor, act: Activation | str, *, checked: bool =
             f"x leaves the domain of Psi for {act.name!r} (closed range of rho: "
             f"[{act.lo}, {act.hi}]{'' if act.separable else ', summing to 1'})"
         )
-    value = act.bregman_loss(act.clamp_to_closed_domain(x), z)
-    return torch.where(inside, value, torch.full_like(value, math.inf))
+    value = _BregmanLoss.apply(act.clamp_to_closed_domain(x), z, act)
+    return torch.where(inside, value, math.inf)
+
+
+class _BregmanLoss(torch.autograd.Function):
+    """``act.bregman_loss(x, z)`` for ``x`` in the closed domain, differentiated in closed form:
+    ``grad_x = act.bregman_loss_grad_x(x, z)``, ``grad_z = act.rho(z) - x``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, z: Tensor, act: Activation) -> Tensor:
+        ctx.act = act
+        ctx.save_for_backward(x, z)
+        return act.bregman_loss(x, z)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, z = ctx.saved_tensors
+        act, grad = ctx.act, grad.unsqueeze(-1)
+        grad_x = grad * act.bregman_loss_grad_x(x, z) if ctx.needs_input_grad[0] else None
+        grad_z = grad * (act.rho(z) - x) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_z, None
 
 
 def bregman_loss_grad_z(x: Tensor, z: Tensor, act: Activation | str) -> Tensor:
