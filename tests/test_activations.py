@@ -334,3 +334,58 @@ def test_phi_gradient_is_rho_inv_up_to_the_clamp_of_rho_inv(name: str) -> None:
     x = act.clamp_to_domain(inside[::2]).requires_grad_(True)  # as close as rho_inv goes
     (grad,) = torch.autograd.grad(act.phi(x).sum(), x)
     torch.testing.assert_close(grad, act.rho_inv(x.detach()), rtol=1e-6, atol=0)
+
+
+# -- the prox is differentiable for every step t ------------------------------------------------
+def _steps(act: Activation) -> list[float]:
+    if not act.separable:
+        return [0.3, 0.7, 0.95]  # t <= 1 only: gradcheck steps t by 1e-6
+    steps = [0.3, 0.999, 1.0, 1.5, 2.5]
+    return [t for t in steps if act.lipschitz <= 1 or t < act.lipschitz / (act.lipschitz - 1)]
+
+
+def test_prox_reproducer_has_a_gradient() -> None:
+    z = torch.linspace(-2, 2, 5, requires_grad=True)
+    activation("tanh").prox(z, 0.999).sum().backward()
+    assert torch.isfinite(z.grad).all() and (z.grad > 0).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_prox_gradcheck_in_z_and_t(name: str) -> None:
+    act = activation(name)
+    gen = torch.Generator().manual_seed(0)
+    if name == "sin":  # stay off the clip's kink at u = +-pi/2
+        z = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    else:
+        z = 2 * torch.randn(7, dtype=torch.float64, generator=gen)
+    if not act.separable:
+        z = z.reshape(1, 7)
+    fast = not act.separable  # the softmax prox is a nested bisection: slow to repeat
+    for step in _steps(act):
+        t = torch.tensor(step, dtype=torch.float64, requires_grad=True)
+        args = (z.clone().requires_grad_(), t)
+        assert torch.autograd.gradcheck(act.prox, args, fast_mode=fast), step
+
+
+def test_prox_vjp_is_the_implicit_derivative_of_the_optimality_condition() -> None:
+    # dx/dz = 1 / (1 + t psi''(x)), dx/dt = -psi'(x) / (1 + t psi''(x)), here for tanh:
+    # psi'(x) = artanh(x) - x, psi''(x) = 1 / (1 - x^2) - 1
+    act = activation("tanh")
+    z = torch.linspace(-3, 3, 7, dtype=torch.float64, requires_grad=True)
+    t = torch.full((7,), 0.6, dtype=torch.float64, requires_grad=True)
+    x = act.prox(z, t)
+    gz, gt = torch.autograd.grad(x.sum(), (z, t))
+    x = x.detach()
+    denominator = 1 + 0.6 * (1 / (1 - x * x) - 1)
+    torch.testing.assert_close(gz, 1 / denominator)
+    torch.testing.assert_close(gt, -(torch.atanh(x) - x) / denominator)
+
+
+def test_prox_gradient_with_a_batched_step() -> None:
+    act = activation("softplus", beta=3.0)
+    z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[0.5], [1.0], [1.5], [2.0]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(act.prox, (z, t))
+    softmax = activation("softmax")
+    t_rows = torch.tensor([[0.2], [0.9], [0.5], [0.95]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(softmax.prox, (z, t_rows), fast_mode=True)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from bregnn.registry import Registry
 
@@ -257,6 +258,10 @@ class Activation(nn.Module):
         :math:`m = t` (:math:`t \le 1`) or :math:`t - (t-1)L` (:math:`t > 1`, ``L`` the
         Lipschitz constant of ``rho``), so the root lies within :math:`|h(z)|/m` of ``z``;
         bisection over that bracket to full precision (batched, no Python loop over samples).
+
+        Differentiable in ``z`` and in ``t`` (a tensor ``t`` broadcastable to ``z``) for every
+        ``t``, by implicit differentiation of the optimality condition
+        :math:`x + t\Psi'(x) = z` (see :meth:`_prox_vjp`); the bisection itself builds no graph.
         """
         t = _check_step(t)
         if isinstance(t, float) and t == 1.0:
@@ -264,15 +269,19 @@ class Activation(nn.Module):
         return self._generic_prox(z, t)
 
     def _generic_prox(self, z: Tensor, t: float | Tensor) -> Tensor:
-        t_t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        return _ImplicitProx.apply(z, torch.as_tensor(t, dtype=z.dtype, device=z.device), self)
+
+    @torch.no_grad()
+    def _prox_solve(self, z: Tensor, t_t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x, u)`` in float64: the prox of ``t Psi`` at ``z`` and ``u = rho_inv(x)``."""
         slope = torch.where(t_t <= 1, t_t, t_t - (t_t - 1) * self.lipschitz)
         if bool((slope <= 0).any()):
             raise ValueError(
                 f"prox of t*Psi for {self.name!r} needs t < L/(L-1) = "
                 f"{self.lipschitz / (self.lipschitz - 1):.4g} (Psi is not convex: rho is "
-                f"{self.lipschitz:.4g}-Lipschitz); got t = {t}"
+                f"{self.lipschitz:.4g}-Lipschitz); got t = {_step_repr(t_t)}"
             )
-        work = z.double() if z.dtype != torch.float64 else z
+        work = z.double()
         t64 = t_t.double()
 
         def h(u: Tensor) -> Tensor:
@@ -280,13 +289,34 @@ class Activation(nn.Module):
 
         radius = h(work).abs() / slope.double()
         lo, hi = work - radius, work + radius
-        with torch.no_grad():
-            for _ in range(64):
-                mid = 0.5 * (lo + hi)
-                positive = h(mid) > 0
-                hi = torch.where(positive, mid, hi)
-                lo = torch.where(positive, lo, mid)
-        return self.rho(0.5 * (lo + hi)).to(z.dtype)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            positive = h(mid) > 0
+            hi = torch.where(positive, mid, hi)
+            lo = torch.where(positive, lo, mid)
+        u = 0.5 * (lo + hi)
+        return self.rho(u), u
+
+    def _prox_vjp(self, grad: Tensor, t: Tensor, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(grad_z, grad_t)`` (elementwise) of ``x = prox(z, t)`` for the upstream ``grad``.
+
+        Differentiating :math:`x + t\Psi'(x) = z` with :math:`\Psi''(x) = 1/\rho'(u) - 1`:
+
+        .. math::
+
+            \frac{\partial x}{\partial z} = \frac{1}{1 + t\Psi''(x)}
+            = \frac{\rho'(u)}{(1-t)\rho'(u) + t}, \qquad
+            \frac{\partial x}{\partial t} = -\Psi'(x)\frac{\partial x}{\partial z}
+            = -(u - x)\frac{\partial x}{\partial z},
+
+        finite everywhere (0 where ``rho`` saturates); the denominator is at least
+        :math:`\min(t, t - (t-1)L) > 0`. :math:`\rho'(u)` comes from autograd of ``rho``.
+        """
+        with torch.enable_grad():
+            leaf = u.detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(self.rho(leaf).sum(), leaf)
+        dx_dz = slope / ((1 - t) * slope + t)
+        return grad * dx_dz, -grad * dx_dz * (u - x)
 
     # -- the lifted Bregman loss -----------------------------------------------------------------
     def in_domain(self, x: Tensor) -> Tensor:
@@ -325,6 +355,33 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params().items())
+
+
+class _ImplicitProx(torch.autograd.Function):
+    """``act.prox(z, t)`` solved without a graph (``act._prox_solve``, in float64) and
+    differentiated implicitly (``act._prox_vjp``)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, t: Tensor, act: Activation) -> Tensor:
+        x, aux = act._prox_solve(z, t)
+        ctx.act = act
+        ctx.save_for_backward(t, x, aux)
+        return x.to(z.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        t, x, aux = ctx.saved_tensors
+        grad_z, grad_t = ctx.act._prox_vjp(grad.to(x.dtype), t.to(x.dtype), x, aux)
+        return (
+            grad_z.to(grad.dtype) if ctx.needs_input_grad[0] else None,
+            grad_t.sum_to_size(t.shape).to(t.dtype) if ctx.needs_input_grad[1] else None,
+            None,
+        )
+
+
+def _step_repr(t: Tensor) -> str:
+    return f"{t.item():g}" if t.numel() == 1 else f"max(t) = {t.max().item():g}"
 
 
 def _check_step(t: float | Tensor) -> float | Tensor:
@@ -737,15 +794,20 @@ class Softmax(Activation):
 
         KKT: :math:`(1-t)x_i + t\log x_i = z_i - t - \nu` with :math:`\nu` fixing
         :math:`\sum_i x_i = 1`. For ``t = 1`` this is softmax; otherwise both the scalar
-        equation (in :math:`u = \log x`) and :math:`\nu` are found by nested bisection.
+        equation (in :math:`u = \log x`) and :math:`\nu` are found by nested bisection,
+        differentiable in ``z`` and ``t`` by implicit differentiation (:meth:`_prox_vjp`).
         """
         t = _check_step(t)
         if isinstance(t, float) and t == 1.0:
             return self.rho(z)
         if bool((torch.as_tensor(t) > 1).any()):
             raise ValueError(f"softmax prox of t*Psi is implemented for 0 < t <= 1; got t = {t}")
+        return _ImplicitProx.apply(z, torch.as_tensor(t, dtype=z.dtype, device=z.device), self)
+
+    @torch.no_grad()
+    def _prox_solve(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         work = z.double()
-        t64 = torch.as_tensor(t, dtype=torch.float64, device=z.device)
+        t64 = t.double()
 
         def x_of(c: Tensor) -> Tensor:
             # (1-t) e^u + t u = c is increasing in u; its root u* satisfies u* <= c/t, and
@@ -764,14 +826,25 @@ class Softmax(Activation):
         top = base.max(-1, keepdim=True).values
         nu_lo = top - (1 - t64) - 1
         nu_hi = top + t64 * math.log(z.shape[-1]) + 1
-        with torch.no_grad():
-            for _ in range(64):
-                nu = 0.5 * (nu_lo + nu_hi)
-                too_big = x_of(base - nu).sum(-1, keepdim=True) > 1
-                nu_lo = torch.where(too_big, nu, nu_lo)
-                nu_hi = torch.where(too_big, nu_hi, nu)
+        for _ in range(64):
+            nu = 0.5 * (nu_lo + nu_hi)
+            too_big = x_of(base - nu).sum(-1, keepdim=True) > 1
+            nu_lo = torch.where(too_big, nu, nu_lo)
+            nu_hi = torch.where(too_big, nu_hi, nu)
         x = x_of(base - 0.5 * (nu_lo + nu_hi))
-        return (x / x.sum(-1, keepdim=True)).to(z.dtype)
+        x = x / x.sum(-1, keepdim=True)
+        return x, x
+
+    def _prox_vjp(self, grad: Tensor, t: Tensor, x: Tensor, _: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(grad_z, grad_t)`` by implicit differentiation of the KKT system: with
+        :math:`a_i = x_i / ((1-t)x_i + t)` and :math:`c_i = \log x_i + 1 - x_i = \Psi'(x)_i`,
+        :math:`dx = J(dz - c\,dt)` for the symmetric :math:`J = \mathrm{diag}(a) -
+        aa^\top/\textstyle\sum_i a_i` (the multiplier :math:`\nu` keeps :math:`\sum_i dx_i = 0`),
+        so ``grad_z = J grad`` and ``grad_t = -(J grad) * c``."""
+        a = x / ((1 - t) * x + t)
+        jg = a * grad - a * (a * grad).sum(-1, keepdim=True) / a.sum(-1, keepdim=True)
+        c = torch.log(x.clamp(min=torch.finfo(x.dtype).tiny)) + 1 - x
+        return jg, -jg * c
 
 
 #: The activation classes by name (:class:`~bregnn.registry.Registry`: case and ``-``/``_``
