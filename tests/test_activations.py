@@ -389,3 +389,9 @@ def test_prox_gradient_with_a_batched_step() -> None:
     softmax = activation("softmax")
     t_rows = torch.tensor([[0.2], [0.9], [0.5], [0.95]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(softmax.prox, (z, t_rows), fast_mode=True)
+
+
+@pytest.mark.parametrize("name", available_activations(invertible=False))
+def test_rho_inv_rho_refuses_non_invertible_activations(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name!r} is not invertible.*'sigmoid'"):
+        activation(name).rho_inv_rho(torch.tensor([-1.0]))

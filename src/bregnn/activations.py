@@ -224,7 +224,13 @@ class Activation(nn.Module):
 
     def rho_inv_rho(self, u: Tensor) -> Tensor:
         r""":math:`\rho^{-1}(\rho(u))` without the round trip: ``u`` itself, as ``rho`` maps
-        the real line one-to-one onto its range (overridden where it does not)."""
+        the real line one-to-one onto its range (overridden where it does not, as ``sin``).
+        ``ValueError`` for a non-invertible activation, which has no ``rho_inv``."""
+        if not self.invertible:
+            raise ValueError(
+                f"activation {self.name!r} is not invertible, so rho_inv(rho(u)) is not "
+                f"defined; invertible activations: {available_activations(invertible=True)}"
+            )
         return u
 
     def phi(self, x: Tensor) -> Tensor:

@@ -297,3 +297,31 @@ def test_standard_variant_accepts_relu():
     assert model.act.name == "relu"
     assert isinstance(model.stages[0][0], BasicBlock)
     assert not isinstance(model.stages[0][0], BregmanBasicBlock)
+
+
+def test_reusing_preactivations_clips_for_sin_like_rho_inv_of_rho():
+    # sin clips its input at +-pi/2: rho_inv(rho(a)) = clip(a), not a
+    torch.manual_seed(0)
+    model = resnet20(variant="bregman", activation="sin").double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+        model.reuse_preactivation = False
+        torch.testing.assert_close(model(x), out, rtol=1e-7, atol=1e-7)
+
+
+def test_the_per_block_path_differs_only_where_rho_saturates():
+    # float64 softplus, beta = 1000: rho(a) < finfo.tiny for a < -0.702, where rho_inv clamps
+    act = activation("softplus", beta=1000.0)
+    block = BregmanBasicBlock(2, 2, 1, act).double()
+    u = torch.tensor([-2.0, -0.75, -0.5, 0.0, 0.3], dtype=torch.float64).reshape(1, 1, 1, 5)
+    u = u.expand(1, 2, 5, 5)
+    z = act.rho(u)
+    reused = block.dual_shortcut(z, u)
+    per_block = block.dual_shortcut(z)
+    assert torch.equal(reused, u)
+    saturated = u < -0.702
+    torch.testing.assert_close(per_block[~saturated], u[~saturated])
+    assert torch.allclose(
+        per_block[saturated], torch.tensor(-0.7015, dtype=torch.float64), atol=1e-4
+    )

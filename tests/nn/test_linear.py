@@ -201,3 +201,15 @@ def test_mlp_chain_keeps_saturated_sigmoid_layers_exact() -> None:
     u1 = model.layers[0].preactivation(x)
     assert torch.allclose(model.layers[1].preactivation(torch.sigmoid(u1), rho_inv_z=u1), u1)
     assert model.layers[1].preactivation(torch.sigmoid(u1)).item() < u1.item() - 5
+
+
+@pytest.mark.parametrize("variant", ["standard", "euclidean"])
+def test_mlp_of_a_non_invertible_activation_never_asks_for_rho_inv(variant: str) -> None:
+    torch.manual_seed(0)
+    model = MLP(3, [3, 4, 4], 2, activation="relu", variant=variant)
+    x = torch.randn(5, 3)
+    z = x
+    for layer in model.layers:
+        z = layer(z)
+    assert torch.equal(model.features(x), z)
+    assert not any(layer.takes_rho_inv_z for layer in model.layers)

@@ -74,7 +74,8 @@ class MLP(nn.Module):
         minus the round-off of inverting a saturated ``rho``)."""
         u = None
         for layer in self.layers:
-            rho_inv_x = None if u is None else layer.act.rho_inv_rho(u)
+            takes = u is not None and layer.takes_rho_inv_z
+            rho_inv_x = layer.act.rho_inv_rho(u) if takes else None
             u = layer.preactivation(x, rho_inv_z=rho_inv_x)
             x = layer.act.rho(u)
         return x

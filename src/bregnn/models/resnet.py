@@ -224,12 +224,15 @@ class BregmanBasicBlock(BasicBlock):
 
     def dual_shortcut(self, z: Tensor, u: Tensor | None = None) -> Tensor:
         r""":math:`\rho^{-1}(S(z))`. Given ``u`` with :math:`\rho(u) = z` (the previous
-        block's pre-activation), the identity and the option-A shortcut act on ``u`` directly
-        (subsampling commutes with the elementwise :math:`\rho^{-1}`, and the padded
-        channels are :math:`\rho^{-1}(\rho(0)) = 0`), which skips :math:`\rho^{-1}`."""
+        block's pre-activation), the identity and the option-A shortcut act on
+        :math:`\rho^{-1}(\rho(u))` (:meth:`~bregnn.activations.Activation.rho_inv_rho`: ``u``
+        itself, clipped for ``sin``) directly (subsampling commutes with the elementwise
+        :math:`\rho^{-1}`, and the padded channels are :math:`\rho^{-1}(\rho(0)) = 0`),
+        which skips :math:`\rho^{-1}`."""
         shortcut = self.shortcut
         if u is None or isinstance(shortcut, SimplexConvShortcut):
             return self.act.rho_inv(shortcut(z))
+        u = self.act.rho_inv_rho(u)
         if isinstance(shortcut, PadShortcut):
             return shortcut.pad(u, fill=0.0)
         return u
@@ -275,7 +278,8 @@ class ResNet(nn.Module):
             shortcut (the identity for non-downsampling blocks).
         activation_params: keyword parameters for the activation registry.
         reuse_preactivation: hand each block the previous pre-activation (see
-            :meth:`features`); the same function, without one :math:`\rho^{-1}` per block.
+            :meth:`features`): no :math:`\rho^{-1}` per block, and exact where ``rho``
+            saturates (see :meth:`features` for when the two paths differ).
 
     Average pooling keeps the features in the range of ``rho`` (a convex combination).
     The input must be scaled into the activation range for neither variant; the stem takes
@@ -360,8 +364,19 @@ class ResNet(nn.Module):
         With ``reuse_preactivation`` each block receives the previous pre-activation ``a``
         beside ``z = rho(a)``, so a Bregman block gets :math:`\rho^{-1}(z) = a` without
         evaluating :math:`\rho^{-1}` (see :meth:`BregmanBasicBlock.dual_shortcut`); otherwise
-        each block is called on ``z`` alone. Both compute the same function (up to rounding:
-        reusing ``a`` avoids the round trip :math:`\rho^{-1}(\rho(a))`).
+        each block is called on ``z`` alone and evaluates :math:`\rho^{-1}(\rho(a))`.
+
+        In exact arithmetic the two are the same function. In floating point the per-block
+        path carries the rounding error of :math:`\rho(a)` multiplied by the slope
+        :math:`1/\rho'(a)` of :math:`\rho^{-1}`, which is large near the edges of the range
+        (float32 ``sigmoid``: ``rho_inv(sigmoid(15.)) = 14.84``), and where :math:`\rho`
+        *saturates* the paths differ outright: :math:`\rho(a)` rounds onto an edge of its
+        range (or within the margin of :func:`~bregnn.activations.domain_margin`), ``rho_inv``
+        clamps it, and the per-block path continues from the clamped value instead of ``a``.
+        For example float32 ``sigmoid(a) == 1.0`` from ``a = 16.64`` on and ``rho_inv(1.0) =
+        15.94``; float64 softplus with ``beta = 1000`` underflows below ``finfo.tiny`` for
+        ``a < -0.702`` and ``rho_inv`` returns ``-0.7015`` for all of them, which moves the
+        logits of a ResNet20 by up to about 1. The reused pre-activation is the exact one.
         """
         pre = self.bn1(self.conv1(x))
         z = self.act(pre)

@@ -135,6 +135,12 @@ class BregmanLinear(nn.Module):
                 f"in_features={self.in_features}; got shape {tuple(z.shape)}"
             )
 
+    @property
+    def takes_rho_inv_z(self) -> bool:
+        """Whether :meth:`preactivation` uses a given ``rho_inv_z`` (a bregman layer
+        without ``M``); other layers ignore it."""
+        return self.variant == "bregman" and not self.has_mixing
+
     def forward(self, z: Tensor) -> Tensor:
         self._check_width(z)
         return F.bregman_linear(z, self.weight, self.bias, self.act, self.variant, self.mixing)
