@@ -213,3 +213,25 @@ def test_mlp_of_a_non_invertible_activation_never_asks_for_rho_inv(variant: str)
         z = layer(z)
     assert torch.equal(model.features(x), z)
     assert not any(layer.takes_rho_inv_z for layer in model.layers)
+
+
+def test_diagnostics_describe_the_trained_network_exactly_in_saturation() -> None:
+    # layer 1: u = 20, float32 sigmoid(20.) == 1.0; layer 2 (W = 0, b = 0) hands u = 20 on:
+    # forward gives sigmoid(20.) == 1.0, the literal rho(rho_inv(1.0)) gives 0.99999988
+    model = MLP(1, [1, 1, 1], 1, activation="sigmoid", variant="bregman", init="identity")
+    with torch.no_grad():
+        model.layers[0].bias.fill_(20.0)
+    x = torch.tensor([[0.5]])
+    diag = model.diagnostics(x)
+    assert diag.outputs[-1].item() == 1.0
+    assert model.layers[1](diag.outputs[1]).item() < 1.0  # the literal composition
+    assert torch.equal(diag.outputs[-1], model.features(x))
+    for got, want in zip(diag.outputs, model.layer_outputs(x), strict=True):
+        assert torch.equal(got, want)
+    torch.manual_seed(0)
+    deep = MLP(3, [4, 4, 4], 2, activation="tanh", variant="bregman")
+    with torch.no_grad():
+        for layer in deep.layers:
+            layer.bias.mul_(40)  # saturate
+    x = 0.9 * torch.rand(6, 3) - 0.45
+    assert torch.equal(deep.diagnostics(x).outputs[-1], deep.features(x))

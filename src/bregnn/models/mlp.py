@@ -65,30 +65,35 @@ class MLP(nn.Module):
     def act(self) -> Activation:
         return self.layers[0].act if len(self.layers) else None
 
-    def features(self, x: Tensor) -> Tensor:
-        """The last hidden layer's output. Each layer hands its pre-activation ``u`` to the
-        next, which uses ``rho_inv(rho(u))`` (:meth:`Activation.rho_inv_rho`: ``u`` itself for
-        all but ``sin``): a stack of square Bregman layers is then the residual map
-        ``u <- u + W rho(u) + b``, with no ``rho_inv`` and no
-        clamping after the first layer (the same function as applying the layers one by one,
-        minus the round-off of inverting a saturated ``rho``)."""
-        u = None
+    def layer_outputs(self, x: Tensor) -> list[Tensor]:
+        """``[x, z_1, ..., z_L]``: the input and every hidden layer's output, as the forward
+        pass computes them. Each layer hands its pre-activation ``u`` to the next, which uses
+        ``rho_inv(rho(u))`` (:meth:`Activation.rho_inv_rho`: ``u`` itself for all but ``sin``)
+        instead of ``rho_inv`` of its input: a stack of square Bregman layers is then the
+        residual map ``u <- u + W rho(u) + b``, with no ``rho_inv`` and no clamping after the
+        first layer. This is the function the layers compute one by one, except where ``rho``
+        saturates: there ``rho_inv`` of a layer's output clamps (float32
+        ``rho_inv(sigmoid(20.)) = 15.94``), and the chain keeps the exact ``u``."""
+        outputs, u = [x], None
         for layer in self.layers:
             takes = u is not None and layer.takes_rho_inv_z
             rho_inv_x = layer.act.rho_inv_rho(u) if takes else None
-            u = layer.preactivation(x, rho_inv_z=rho_inv_x)
-            x = layer.act.rho(u)
-        return x
+            u = layer.preactivation(outputs[-1], rho_inv_z=rho_inv_x)
+            outputs.append(layer.act.rho(u))
+        return outputs
+
+    def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer's output (see :meth:`layer_outputs`)."""
+        return self.layer_outputs(x)[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
     @torch.no_grad()
     def diagnostics(self, x: Tensor) -> LayerDiagnostics:
-        """Every hidden layer's output for ``x`` plus the Figure-3 norms."""
-        outputs = [x]
-        for layer in self.layers:
-            outputs.append(layer(outputs[-1]))
+        """Every hidden layer's output for ``x`` (:meth:`layer_outputs`: those of the network
+        that is trained, pre-activation chain included) plus the Figure-3 norms."""
+        outputs = self.layer_outputs(x)
         norms, steps = [], []
         for layer, prev, cur in zip(self.layers, outputs, outputs[1:]):
             sq = layer.weight.square().sum()
