@@ -28,6 +28,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+import torch
+
 from bregnn import __version__
 from bregnn.experiments import (
     demo,
@@ -38,6 +40,7 @@ from bregnn.experiments import (
     two_spiral,
 )
 from bregnn.registry import Registry
+from bregnn.utils import positive_int
 
 __all__ = ["COMMANDS", "DefaultsFormatter", "build_parser", "command_parser", "main"]
 
@@ -85,19 +88,9 @@ class _CommandLine(argparse.ArgumentParser):
         return _parse(self, list(sys.argv[1:] if args is None else args))[1]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
-    return value
-
-
 _COMMON_OPTIONS = (
     ("--overwrite", {"action": "store_true", "help": "replace the run in --out (deletes its files)"}),
-    ("--threads", {"type": _positive_int, "default": None, "metavar": "N",
+    ("--threads", {"type": positive_int, "default": None, "metavar": "N",
                    "help": "torch intra-op threads (default: torch's own choice)"}),
 )  # fmt: skip
 
@@ -156,9 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bregnn`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser, args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     run = COMMANDS.get(args.command).run
+    threads = torch.get_num_threads()
     if getattr(args, "threads", None) is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
         return int(run(args) or 0)
@@ -169,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; the last checkpoint (if any) is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside a longer-lived process
 
 
 if __name__ == "__main__":

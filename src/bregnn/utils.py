@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_text",
     "default_data_dir",
     "pick_device",
+    "positive_int",
     "progress",
     "seed_everything",
     "write_json",
@@ -58,6 +59,19 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use 'cpu'")
     return device
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (e.g. ``--threads``)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
 
 
 class _SimpleBar:

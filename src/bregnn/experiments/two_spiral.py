@@ -60,7 +60,7 @@ from bregnn.runs import (
     write_json,
 )
 from bregnn.train import TrainConfig, evaluate, fit
-from bregnn.utils import seed_everything
+from bregnn.utils import positive_int, seed_everything
 
 __all__ = [
     "DEEP_LAYERS",
@@ -71,6 +71,7 @@ __all__ = [
     "SpiralData",
     "SpiralGrid",
     "add_arguments",
+    "add_threads_option",
     "best_lr_rows",
     "format_table",
     "grid_from_args",
@@ -412,6 +413,15 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no per-epoch progress (bar or lines)"
+    )
+    add_threads_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` defaulting to 1: these models are so small that more intra-op threads
+    only add synchronisation (ten times slower on a busy two-core machine)."""
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, metavar="N", help="torch intra-op threads"
     )
 
 
