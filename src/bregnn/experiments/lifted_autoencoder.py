@@ -1,91 +1,82 @@
 """``bregnn lifted-autoencoder``: sparse (denoising) autoencoders by lifted Bregman training
 and backprop baselines (Wang & Benning, equations 26 and 27).
 
-One invocation trains one or more methods on the same data and initialisation. Each run
-(``OUT/<method>`` or ``OUT/<method>-lr<lr>`` for a learning-rate grid) writes
-``metrics.csv`` (one row per epoch: training objective, reconstruction loss, MSE and code
-sparsity on the training and validation sets), ``checkpoint.pt`` (atomic, every epoch;
-``--resume`` continues from it) and ``final.json``; ``OUT`` gets ``config.json``,
-``summary.json`` (the best learning rate of each backprop method), ``curves.png`` and
-``reconstructions.png`` (original / noisy / reconstructed validation images).
+One invocation trains one or more methods on the same data and initialisation, each by
+:func:`bregnn.lifted.fit` into its own run directory ``OUT/<method>`` (``OUT/<method>-lr<lr>``
+for a learning-rate grid: ``metrics.csv`` with the training objective, reconstruction loss,
+MSE and code sparsity on the training and validation sets, ``checkpoint.pt``,
+``summary.json``, ``recon.pt``). ``OUT`` gets ``config.json``, ``summary.json`` (per method:
+the best learning rate's last row), ``curves.png`` and ``reconstructions.png`` (original /
+noisy / reconstructed validation images). More methods can be added to ``OUT`` later with
+``--resume``.
 
 Data-parallel training (model averaging, equation 23): ``--distributed`` under
-``torchrun --nproc_per_node P -m bregnn.cli lifted-autoencoder --distributed ...``; each
-rank trains on its shard and the parameters are averaged every ``--sync-every`` batches;
-rank 0 evaluates on all the data, logs, checkpoints and draws the figures.
+``torchrun --nproc_per_node P -m bregnn lifted-autoencoder --distributed ...``.
 
-Methods: ``gd-bp``, ``sgd-bp``, ``isgd-bp`` (backprop on the whole objective), ``undercomplete``
-(``sgd-bp`` on a ``784-W-70-W-784`` network without sparsity term) and every lifted solver of
-the registry (``lbn-s``, ``lbn-d``, ``bcd``, ``admm``, ...).
+Methods: every registered lifted solver and backprop baseline, and ``undercomplete``
+(``sgd-bp`` on a ``784-W-70-W-784`` network without sparsity term). The options of the chosen
+methods are their ``Config`` fields; this command's own defaults: ``batch_size`` 20, ``tau``
+1 for the implicit methods, the backprop learning rates of the paper's MNIST-1K experiment.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from bregnn import distributed
+from bregnn.experiments._lifted import add_method_options, chosen_methods, method_settings
+from bregnn.lifted import LiftedNetwork, evaluate_regression, fit
 from bregnn.lifted.autoencoder import (
     AE_DATASETS,
-    BP_SOLVERS,
     AEData,
     autoencoder_data,
-    evaluate_autoencoder,
     plot_curves,
     plot_reconstructions,
     sparse_autoencoder,
     undercomplete_autoencoder,
 )
-from bregnn.lifted.distributed import (
-    DistContext,
-    barrier,
-    data_parallel_epoch,
-    destroy_distributed,
-    init_distributed,
-    shard,
-)
-from bregnn.lifted.network import LiftedNetwork
-from bregnn.lifted.solvers import SOLVERS, config_from, state_from_dict, state_to_dict
-from bregnn.utils import (
-    CSVLogger,
-    atomic_save,
-    default_data_dir,
-    progress,
-    seed_everything,
-    write_json,
-)
+from bregnn.lifted.solvers import SOLVERS
+from bregnn.runs import MUTABLE_KEYS, prepare_run, write_json
+from bregnn.utils import default_data_dir
 
-__all__ = ["HELP", "METHODS", "NAME", "add_arguments", "run", "train_method"]
+__all__ = ["HELP", "METHODS", "NAME", "OVERRIDES", "add_arguments", "run"]
 
 NAME = "lifted-autoencoder"
 HELP = "Sparse (denoising) autoencoders: lifted Bregman training vs backprop (Wang & Benning)."
 
 UNDERCOMPLETE = "undercomplete"
-SETTINGS = ("batch_size", "inner_iters", "tau", "lr", "step_scale", "momentum", "acceleration")
+METHODS = (*SOLVERS.names(), UNDERCOMPLETE)
+_MINI = {"batch_size": 20}
+OVERRIDES = {
+    "lbn-s": {**_MINI, "tau": 1.0},
+    "lifted-quadratic": {**_MINI, "tau": 1.0},
+    "mac-qp": {**_MINI, "tau": 1.0},
+    "linbreg": _MINI,
+    "sgd-bp": {**_MINI, "lr": 0.03},
+    "gd-bp": {"lr": 0.04},
+    "isgd-bp": {**_MINI, "tau": 1.0, "lr": 0.03},
+}
 
 
-def _lifted_methods() -> list[str]:
-    return [name for name in SOLVERS if name not in BP_SOLVERS]
+def _settings_method(method: str) -> str:
+    return "sgd-bp" if method == UNDERCOMPLETE else method
 
 
-METHODS = (*BP_SOLVERS, UNDERCOMPLETE)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="mnist", help=f"one of {list(AE_DATASETS)}")
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    parser.add_argument("--dataset", default="mnist", choices=AE_DATASETS)
     parser.add_argument("--train-size", type=int, default=1000, help="training images (seeded)")
     parser.add_argument(
         "--val-size", type=int, default=None, help="validation images (default: all the rest)"
     )
     parser.add_argument(
-        "--method",
-        nargs="+",
-        default=["lbn-s"],
-        help=f"one or more of {[*_lifted_methods(), *METHODS]}",
+        "--method", nargs="+", default=["lbn-s"], help=f"one or more of {list(METHODS)}"
     )
     parser.add_argument("--alpha", type=float, default=0.1, help="weight of |code|_1")
     parser.add_argument(
@@ -95,64 +86,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=784, help="hidden width")
     parser.add_argument("--code", type=int, default=70, help="code size of 'undercomplete'")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--inner-iters", type=int, default=15, help="N")
-    parser.add_argument("--tau", type=float, default=1.0, help="tau_k of LBN-S / ISGD-BP")
-    parser.add_argument(
-        "--lr",
-        type=float,
-        nargs="+",
-        default=None,
-        help="backprop learning rate(s); several values: a grid, the best is reported",
-    )
-    parser.add_argument("--step-scale", type=float, default=None, help="lifted step scale")
-    parser.add_argument("--momentum", type=float, default=None)
-    parser.add_argument("--acceleration", default=None, help="lbn-d: none|nesterov|heavy-ball")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $BREGNN_DATA")
     parser.add_argument("--out", type=Path, default=None, help="run directory")
-    parser.add_argument("--resume", action="store_true", help="continue from checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue (or add methods to) OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
     parser.add_argument(
         "--distributed",
         action="store_true",
         help="data-parallel model averaging (start with torchrun; rank 0 logs and saves)",
     )
     parser.add_argument(
-        "--sync-every", type=int, default=1, help="--distributed: batches between averages"
+        "--sync-every", type=int, default=None, help="--distributed: updates between averages"
     )
     parser.add_argument("--backend", default="auto", help="--distributed: auto|gloo|nccl")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    methods = [_settings_method(m) for m in chosen_methods(argv, ["lbn-s"]) if m != UNDERCOMPLETE]
+    if UNDERCOMPLETE in argv:
+        methods.append("sgd-bp")
+    methods = list(dict.fromkeys(methods)) or ["lbn-s"]
+    add_method_options(parser, methods, OVERRIDES, skip=("lr",))
+    lrs = [f"{m}: {OVERRIDES.get(m, {}).get('lr')}" for m in methods if "lr" in _fields(m)]
+    if lrs:
+        parser.add_argument(
+            "--lr",
+            type=float,
+            nargs="+",
+            default=None,
+            help=f"backprop learning rate(s); several: a grid, the best is reported [{'; '.join(lrs)}]",
+        )
+
+
+def _fields(method: str) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(SOLVERS.get(method).Config)}
 
 
 def _validate(args: argparse.Namespace) -> None:
-    valid = [*_lifted_methods(), *METHODS]
     for method in args.method:
-        if method not in valid:
-            raise ValueError(f"unknown method {method!r}; valid methods: {valid}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
     if len(set(args.method)) != len(args.method):
         raise ValueError(f"--method lists a method twice: {args.method}")
-    if args.dataset not in AE_DATASETS:
-        raise ValueError(f"unknown dataset {args.dataset!r}; valid datasets: {list(AE_DATASETS)}")
-    for name in ("epochs", "batch_size", "inner_iters", "train_size", "width", "code"):
+    for name in ("epochs", "train_size", "width", "code"):
         value = getattr(args, name)
         if not (isinstance(value, int) and value > 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
-    for name in ("tau", "step_scale"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive; got {value}")
-    if args.lr is not None and not all(lr > 0 for lr in args.lr):
-        raise ValueError(f"--lr values must be positive; got {args.lr}")
+    lrs = getattr(args, "lr", None)
+    if lrs is not None and not all(lr > 0 for lr in lrs):
+        raise ValueError(f"--lr values must be positive; got {lrs}")
     if not args.alpha >= 0:
         raise ValueError(f"--alpha must be >= 0; got {args.alpha}")
     if not args.denoise >= 0:
         raise ValueError(f"--denoise (noise std) must be >= 0; got {args.denoise}")
-    if args.distributed and args.resume:
-        raise ValueError("--resume is not supported with --distributed (per-rank batch order)")
-    if not args.sync_every >= 1:
-        raise ValueError(f"--sync-every must be a positive integer; got {args.sync_every}")
 
 
 def _network(method: str, args: argparse.Namespace, dim: int) -> tuple[LiftedNetwork, int]:
@@ -162,101 +151,95 @@ def _network(method: str, args: argparse.Namespace, dim: int) -> tuple[LiftedNet
     return sparse_autoencoder(args.alpha, dim, args.width, threshold=args.threshold), 3
 
 
-def _solver(method: str, network: LiftedNetwork, settings: dict):
-    cls = BP_SOLVERS["sgd-bp"] if method == UNDERCOMPLETE else BP_SOLVERS.get(method)
-    if cls is None:
-        cls = SOLVERS[method]
-    return cls(network, config_from(cls.Config, settings))
+def run(args: argparse.Namespace) -> int:
+    _validate(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = distributed.init_from_env(backend=args.backend) if args.distributed else None
+    try:
+        return _run(args, ctx or distributed.DistContext())
+    finally:
+        if ctx is not None:
+            distributed.cleanup()
 
 
-def train_method(
-    method: str,
-    run_name: str,
-    data: AEData,
-    args: argparse.Namespace,
-    settings: dict,
-    out: Path,
-    ctx: DistContext | None = None,
-) -> tuple[list[dict], dict]:
-    """Train one run; returns its per-epoch rows and its reconstructions of the first
-    validation images (``{"recon": tensor}``). With a distributed ``ctx`` every rank trains
-    on its shard with model averaging (:func:`~bregnn.lifted.distributed.data_parallel_epoch`)
-    and rank 0 evaluates on all the data, logs and checkpoints."""
-    ctx = ctx or DistContext()
-    network, code_layer = _network(method, args, data.train_input.shape[1])
-    solver = _solver(method, network, settings)
-    run_dir = out / run_name
-    generator = seed_everything(args.seed + ctx.rank)
-    x_fit, y_fit = data.train_input, data.train_target
-    if ctx.initialized:
-        x_fit, y_fit = shard([x_fit, y_fit], ctx)
-    ckpt_path = run_dir / "checkpoint.pt"
-    start = 0
-    if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
-        state = state_from_dict(solver.State, ckpt["state"])
-        generator.set_state(ckpt["generator"])
-        start = int(ckpt["epoch"])
-    else:
-        params = network.init_params(torch.Generator().manual_seed(args.seed))
-        state = solver.init_state(params, x_fit, y_fit)
-    main = ctx.is_main
-    logger = (
-        CSVLogger(run_dir / "metrics.csv", resume=args.resume, keep_rows=start) if main else None
+def _run(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
+    out = args.out or Path("runs") / NAME / f"{args.dataset}-{args.train_size}-seed{args.seed}"
+    data = autoencoder_data(
+        args.dataset,
+        args.train_size,
+        args.data_dir or default_data_dir(),
+        args.seed,
+        args.val_size,
+        args.denoise,
     )
-    rows: list[dict] = []
-    if start > 0:
-        rows = _read_rows(run_dir / "metrics.csv")
-    enable = main and not args.no_progress
-    bar = progress(range(start, args.epochs), desc=run_name, enable=enable)
-    for epoch in bar:
-        tic = time.perf_counter()
-        if ctx.initialized:
-            state, _ = data_parallel_epoch(
-                solver, state, x_fit, y_fit, generator, ctx, sync_every=args.sync_every
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    prepare_run(
+        out,
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        mutable=MUTABLE_KEYS | {"method", "lr", "distributed", "backend"},
+        main=ctx.is_main,
+    )
+    summary_path = out / "summary.json"
+    summary: dict[str, dict] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for method in args.method:
+        solver_name = _settings_method(method)
+        settings = method_settings(args, solver_name, OVERRIDES, skip=("lr",))
+        grid = args.lr if ("lr" in _fields(solver_name) and getattr(args, "lr", None)) else [None]
+        best = None
+        for lr in grid:
+            run_name = method
+            if lr is not None:
+                settings["lr"] = lr
+                run_name = f"{method}-lr{lr:g}" if len(grid) > 1 else method
+            network, code_layer = _network(method, args, data.train_input.shape[1])
+            result = fit(
+                network,
+                data.train_input,
+                data.train_target,
+                method=solver_name,
+                epochs=args.epochs,
+                seed=args.seed,
+                x_val=data.val_input,
+                y_val=data.val_target,
+                out=out / run_name,
+                resume=args.resume,
+                progress=not args.no_progress,
+                evaluate=functools.partial(evaluate_regression, sparsity_layers=[code_layer]),
+                sync_every=args.sync_every,
+                run_config={"command": NAME, "dataset": args.dataset, "network_of": method},
+                desc=run_name,
+                **settings,
             )
-            metrics = dict(zip(solver.metric_names(), state.metrics.tolist(), strict=True))
-        else:
-            state, metrics = solver.epoch(state, x_fit, y_fit, generator)
-        elapsed = time.perf_counter() - tic
-        if not main:
+            final = result.history[-1]["train_objective"]
+            if best is None or final < best[0] or not math.isfinite(best[0]):
+                best = (final, settings.get("lr"), run_name, result)
+        _, lr, run_name, result = best
+        if not ctx.is_main:
             continue
-        params = solver.params(state)
-        train = evaluate_autoencoder(
-            network, params, data.train_input, data.train_target, code_layer
+        with torch.no_grad():
+            _, recon = result.network.forward(result.params, data.val_input[:8])
+        torch.save(recon, out / run_name / "recon.pt")
+        last = result.history[-1]
+        summary[method] = {"run": run_name, "lr": lr, **last}
+        write_json(summary, summary_path)
+        label = method if lr is None else f"{method} (lr {lr:g})"
+        print(
+            f"{label}: epochs {int(last['epoch'])}, train objective "
+            f"{last['train_objective']:.5g}, val loss {last['val_loss']:.5g}, "
+            f"code sparsity {last['train_sparsity']:.2f}%"
         )
-        val = evaluate_autoencoder(network, params, data.val_input, data.val_target, code_layer)
-        row = {"epoch": epoch + 1}
-        row.update({f"train_{k}": v for k, v in train.items()})
-        row.update({f"val_{k}": v for k, v in val.items()})
-        row.update({f"batch_{k}": v for k, v in metrics.items()})
-        row["epoch_time_s"] = elapsed
-        logger.log(row)  # type: ignore[union-attr]
-        rows.append(row)
-        atomic_save(
-            {
-                "epoch": epoch + 1,
-                "method": method,
-                "state": state_to_dict(state),
-                "generator": generator.get_state(),
-            },
-            ckpt_path,
-        )
-        bar.set_postfix_str(
-            f"obj {train['objective']:.4g} val {val['loss']:.4g} sparse {train['sparsity']:.1f}%"
-        )
-        if not math.isfinite(train["objective"]):
-            print(f"{run_name}: objective is not finite at epoch {epoch + 1}; stopping this run")
-            break
-    params = solver.params(state)
-    with torch.no_grad():
-        _, recon = network.forward(params, data.val_input[:8])
-    if not main:
-        return rows, {"recon": recon}
-    atomic_save(recon, run_dir / "recon.pt")
-    if rows:
-        write_json({**rows[-1], "method": method, "solver": repr(solver)}, run_dir / "final.json")
-    return rows, {"recon": recon}
+    if ctx.is_main and not args.no_figures:
+        from bregnn.plotting import figures_available, skip_figures_note
+
+        if figures_available():
+            make_figures(out, data, args)
+        else:
+            skip_figures_note(NAME)
+    distributed.barrier(ctx)
+    return 0
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -290,71 +273,3 @@ def make_figures(out: Path, data: AEData, args: argparse.Namespace) -> None:
         rows_img["noisy"] = data.val_input[:8]
     rows_img.update(recons)
     plot_reconstructions(rows_img, out / "reconstructions.png")
-
-
-def run(args: argparse.Namespace) -> int:
-    _validate(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ctx = init_distributed(args.backend) if args.distributed else DistContext()
-    try:
-        return _run(args, ctx)
-    finally:
-        destroy_distributed(ctx)
-
-
-def _run(args: argparse.Namespace, ctx: DistContext) -> int:
-    out = args.out or Path("runs") / NAME / f"{args.dataset}-{args.train_size}-seed{args.seed}"
-    data = autoencoder_data(
-        args.dataset,
-        args.train_size,
-        args.data_dir or default_data_dir(),
-        args.seed,
-        args.val_size,
-        args.denoise,
-    )
-    main = ctx.is_main
-    if main:
-        write_json(
-            {
-                **{k: v for k, v in vars(args).items() if k != "resume" and not k.startswith("_")},
-                "train_samples": int(data.train_input.shape[0]),
-                "val_samples": int(data.val_input.shape[0]),
-                "torch_threads": torch.get_num_threads(),
-                "world_size": ctx.world_size,
-            },
-            out / "config.json",
-        )
-    summary_path = out / "summary.json"
-    summary: dict[str, dict] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    for method in args.method:
-        is_bp = method in BP_SOLVERS or method == UNDERCOMPLETE
-        grid = args.lr if (is_bp and args.lr) else [None]
-        best = None
-        for lr in grid:
-            settings = {k: getattr(args, k) for k in SETTINGS if k != "lr"}
-            run_name = method
-            if lr is not None:
-                settings["lr"] = lr
-                run_name = f"{method}-lr{lr:g}" if len(grid) > 1 else method
-            rows, extra = train_method(method, run_name, data, args, settings, out, ctx)
-            final = rows[-1]["train_objective"] if rows else math.inf
-            if best is None or final < best[0] or not math.isfinite(best[0]):
-                best = (final, lr, run_name, rows, extra["recon"])
-        final, lr, run_name, rows, recon = best
-        if not main:
-            continue
-        label = method if lr is None else f"{method} (lr {lr:g})"
-        summary[method] = {"run": run_name, "lr": lr, **(rows[-1] if rows else {})}
-        write_json(summary, summary_path)
-        if rows:
-            last = rows[-1]
-            print(
-                f"{label}: epochs {int(last['epoch'])}, train objective "
-                f"{last['train_objective']:.5g}, val loss {last['val_loss']:.5g}, "
-                f"code sparsity {last['train_sparsity']:.2f}%"
-            )
-    if main and not args.no_figures:
-        make_figures(out, data, args)
-    barrier(ctx)
-    return 0

@@ -11,41 +11,40 @@ Pieces:
   :math:`G`, diagnostics and :meth:`LiftedNetwork.to_module`;
 - :mod:`~bregnn.lifted.solvers`: one registry :data:`SOLVERS` of solvers and baselines.
 
+Train your own network with :func:`fit`::
+
+    model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    result = bregnn.lifted.fit(model, x, labels, method="lbn-s", epochs=5)
+    result.module  # the trained nn.Sequential
+
 Solver contract (every entry of :data:`SOLVERS`; a future solver plugs in the same way):
-
-1. a class attribute ``name`` (its registry key), ``full_batch`` and ``penalty_name``;
-2. ``Config``: a frozen dataclass validated in ``__post_init__`` (bad values raise
-   ``ValueError`` naming them); ``State``: a ``NamedTuple`` of tensors / tuples of tensors
-   with at least ``weights``, ``biases``, ``step`` and ``metrics``;
-3. ``init_state(params, x0, y)``, ``update(state, x0, y)`` (one outer step, pure),
-   ``objective(state, x0, y)``, ``metric_names()``; ``epoch`` and ``run`` come from
-   :class:`~bregnn.lifted.solvers.base.Solver`.
-
-Extending: block-coordinate descent or ADMM variants are new ``update`` rules over the same
-:class:`LiftedNetwork` (its ``smooth_grads``, ``prox_g`` and ``energy`` are per block);
-constrained variants (dual ascent on :math:`\lambda`) keep :math:`\lambda` in their state
-and pass it through ``LiftedNetwork.lambdas``; autoencoders are networks whose target is
-the input, with :class:`L1` on the code layer.
+see :mod:`bregnn.lifted.solvers.base`. ``make_solver(name, network, **settings)`` builds a
+solver and rejects unknown settings.
 """
 
+from bregnn.lifted.fit import LiftedResult, evaluate_classifier, evaluate_regression, fit, run_epoch
 from bregnn.lifted.losses import bregman_loss, bregman_loss_grad_x, bregman_loss_grad_z
-from bregnn.lifted.network import EnergyParts, LiftedNetwork, Params, one_hot
+from bregnn.lifted.network import EnergyParts, LiftedNetwork, Params, forward_objective, one_hot
 from bregnn.lifted.penalties import (
     L1,
+    PENALTIES,
     BregmanPenalty,
     MACPenalty,
     Penalty,
     QuadraticPenalty,
     Regulariser,
+    get_penalty,
 )
 from bregnn.lifted.solvers import SOLVERS, Solver, available_solvers, get_solver, make_solver
 
 __all__ = [
     "L1",
+    "PENALTIES",
     "SOLVERS",
     "BregmanPenalty",
     "EnergyParts",
     "LiftedNetwork",
+    "LiftedResult",
     "MACPenalty",
     "Params",
     "Penalty",
@@ -56,7 +55,13 @@ __all__ = [
     "bregman_loss",
     "bregman_loss_grad_x",
     "bregman_loss_grad_z",
+    "evaluate_classifier",
+    "evaluate_regression",
+    "fit",
+    "forward_objective",
+    "get_penalty",
     "get_solver",
     "make_solver",
     "one_hot",
+    "run_epoch",
 ]

@@ -19,15 +19,15 @@ coupling vanishes) the lifted energy per sample equals :math:`F`.
 :math:`\varepsilon \sim N(0, I)` drawn once per image with a fixed seed, and the target is
 the clean image :math:`y`.
 
-**Metrics** of a trained network (always a plain forward pass of its weights): the
-training objective :math:`F`, the reconstruction loss :math:`\tfrac12|z - y|^2` per sample
-(``loss``), the per-pixel mean squared error (``mse``) and the code sparsity rate (percent of
-exact zeros of :math:`x_3`).
+**Metrics** of a trained network (always a plain forward pass of its weights):
+:func:`bregnn.lifted.fit.evaluate_regression` with the code layer: the training objective
+:math:`F`, the reconstruction loss :math:`\tfrac12|z - y|^2` per sample (``loss``), the
+per-pixel mean squared error (``mse``) and the code sparsity rate (percent of exact zeros of
+:math:`x_3`).
 
-**Backprop baselines** ``gd-bp``, ``sgd-bp``, ``isgd-bp`` here differentiate the whole
-objective :math:`F` (output loss plus every regulariser on the forward hidden outputs) by
-autograd; they keep the core baselines' settings and state
-(:mod:`bregnn.lifted.solvers.backprop`).
+**Backprop baselines** ``gd-bp``, ``sgd-bp``, ``isgd-bp`` differentiate the whole objective
+:math:`F` (:func:`~bregnn.lifted.network.forward_objective`: the output loss plus every
+regulariser on the forward hidden outputs) by autograd, as for every network.
 """
 
 from __future__ import annotations
@@ -42,24 +42,14 @@ from torch import Tensor
 
 from bregnn.activations import Identity, ReLU, SoftThreshold
 from bregnn.data import load_vectors
-from bregnn.lifted.losses import bregman_loss
-from bregnn.lifted.network import LiftedNetwork, Params
+from bregnn.lifted.network import LiftedNetwork
 from bregnn.lifted.penalties import L1
-from bregnn.lifted.solvers.backprop import SGD, BackpropState, FullBatchGD, ImplicitSGD
 
 __all__ = [
     "AE_DATASETS",
-    "BP_SOLVERS",
     "AEData",
-    "AutoencoderFullBatchGD",
-    "AutoencoderImplicitSGD",
-    "AutoencoderSGD",
     "add_noise",
     "autoencoder_data",
-    "code_sparsity",
-    "evaluate_autoencoder",
-    "forward_objective",
-    "forward_objective_and_grads",
     "load_images",
     "plot_curves",
     "plot_reconstructions",
@@ -174,99 +164,6 @@ def undercomplete_autoencoder(dim: int = 784, width: int = 784, code: int = 70) 
     """``dim-width-code-width-dim`` with ReLU hidden layers, an identity (linear) code and
     no sparsity term: the undercomplete baseline (a 70-unit code by default)."""
     return LiftedNetwork((dim, width, code, width, dim), [ReLU(), Identity(), ReLU()], "identity")
-
-
-# -- objective and metrics ----------------------------------------------------------------------
-def forward_objective(network: LiftedNetwork, params: Params, x0: Tensor, y: Tensor) -> Tensor:
-    r"""Per-sample :math:`\lambda_L B_{\Psi_L}(y, z_L) + \sum_l R_l(x_l)` at the forward pass
-    (the lifted energy there, since every Bregman coupling vanishes)."""
-    hidden, z_out = network.forward(params, x0)
-    value = network.lambdas[-1] * bregman_loss(y, z_out, network.output)
-    for x, reg in zip(hidden, network.regularisers, strict=True):
-        if reg is not None:
-            value = value + reg.value(x)
-    return value
-
-
-def forward_objective_and_grads(
-    network: LiftedNetwork, params: Params, x0: Tensor, y: Tensor
-) -> tuple[Tensor, Params]:
-    """Batch mean of :func:`forward_objective` and its autograd gradient."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(True) for t in (*params.weights, *params.biases)]
-        n = len(params.weights)
-        loss = forward_objective(
-            network, Params(tuple(leaves[:n]), tuple(leaves[n:])), x0, y
-        ).mean()
-        grads = torch.autograd.grad(loss, leaves)
-    return loss.detach(), Params(tuple(grads[:n]), tuple(grads[n:]))
-
-
-def code_sparsity(code: Tensor) -> Tensor:
-    """Percentage of exact zeros in ``code``."""
-    return 100.0 * (code == 0).to(torch.float64).mean()
-
-
-@torch.no_grad()
-def evaluate_autoencoder(
-    network: LiftedNetwork,
-    params: Params,
-    x_in: Tensor,
-    target: Tensor,
-    code_layer: int | None,
-    chunk: int = 4096,
-) -> dict[str, float]:
-    """``objective`` (:math:`F`), ``loss`` (:math:`\\tfrac12|z-y|^2` per sample), ``mse``
-    (per pixel) and ``sparsity`` (percent exact zeros of hidden layer ``code_layer``;
-    NaN without one), by plain forward passes in chunks of ``chunk`` samples."""
-    n = x_in.shape[0]
-    objective = loss = sq = zeros = 0.0
-    for start in range(0, n, chunk):
-        xb, yb = x_in[start : start + chunk], target[start : start + chunk]
-        hidden, z_out = network.forward(params, xb)
-        diff = (z_out - yb).double()
-        sq += float((diff * diff).sum())
-        objective += float(forward_objective(network, params, xb, yb).double().sum())
-        if code_layer is not None:
-            zeros += float((hidden[code_layer - 1] == 0).sum())
-    loss = 0.5 * sq / n
-    sparsity = (
-        100.0 * zeros / (n * network.sizes[code_layer]) if code_layer is not None else float("nan")
-    )
-    return {
-        "objective": objective / n,
-        "loss": loss,
-        "mse": sq / (n * target.shape[1]),
-        "sparsity": sparsity,
-    }
-
-
-# -- backprop baselines on the whole objective -------------------------------------------------
-class AutoencoderSGD(SGD):
-    """``sgd-bp`` on :func:`forward_objective` (output loss plus regularisers)."""
-
-    def loss_and_grad(self, params: Params, x0: Tensor, y: Tensor) -> tuple[Tensor, Params]:
-        return forward_objective_and_grads(self.network, params, x0, y)
-
-    @torch.no_grad()
-    def objective(self, state: BackpropState, x0: Tensor, y: Tensor) -> Tensor:
-        return forward_objective(self.network, self.params(state), x0, y).mean()
-
-
-class AutoencoderFullBatchGD(AutoencoderSGD, FullBatchGD):
-    """``gd-bp`` on :func:`forward_objective`: full-batch gradient descent."""
-
-
-class AutoencoderImplicitSGD(AutoencoderSGD, ImplicitSGD):
-    r"""``isgd-bp`` on :func:`forward_objective`: per batch, ``inner_iters`` gradient steps
-    of size :math:`\eta/m` on :math:`m F_{\text{batch}}(\Theta) + \tfrac\tau2|\Theta - \Theta^{k-1}|^2`."""
-
-
-BP_SOLVERS = {
-    "sgd-bp": AutoencoderSGD,
-    "gd-bp": AutoencoderFullBatchGD,
-    "isgd-bp": AutoencoderImplicitSGD,
-}
 
 
 # -- figures -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ and :math:`g_L = \lambda_L(\rho_L(z_L) - y)`, the gradients of :math:`H` are, in
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -35,11 +36,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from bregnn.activations import Activation, Identity, Softmax, activation
+from bregnn.activations import Activation, Identity, Softmax
+from bregnn.activations import activation as get_activation
 from bregnn.lifted.losses import bregman_loss
 from bregnn.lifted.penalties import Penalty, Regulariser
 
-__all__ = ["EnergyParts", "LiftedNetwork", "Params", "one_hot"]
+__all__ = ["EnergyParts", "LiftedNetwork", "Params", "forward_objective", "one_hot"]
 
 OUTPUTS = ("identity", "softmax")
 
@@ -83,6 +85,44 @@ def _check_hidden_activation(act: Activation, layer: int) -> None:
         )
 
 
+TORCH_ACTIVATIONS: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+    nn.Identity: "identity",
+    nn.Softmax: "softmax",
+}
+SUPPORTED_LAYERS = (
+    "nn.Linear (with bias), a leading nn.Flatten, and activations: "
+    + ", ".join(f"nn.{c.__name__}" for c in TORCH_ACTIVATIONS)
+    + " (Softmax as the output only) and every bregnn activation"
+)
+
+
+def _activation_of(layer: nn.Module) -> Activation | None:
+    """The proximal activation a module computes, or ``None`` for other modules."""
+    if isinstance(layer, Activation):
+        return layer
+    name = TORCH_ACTIVATIONS.get(type(layer))
+    if name is None:
+        return None
+    if isinstance(layer, nn.Softmax) and layer.dim not in (-1, 1, None):
+        raise ValueError(f"{layer}: lifted training needs the softmax over the features (dim=-1)")
+    return get_activation(name)
+
+
+def forward_objective(network: LiftedNetwork, params: Params, x0: Tensor, y: Tensor) -> Tensor:
+    r"""Per-sample :math:`\lambda_L B_{\Psi_L}(y, z_L) + \sum_l R_l(x_l)` at the forward
+    pass: the lifted energy there (every Bregman coupling vanishes), i.e. the training
+    objective of a network trained by backpropagation."""
+    hidden, z_out = network.forward(params, x0)
+    value = network.lambdas[-1] * bregman_loss(y, z_out, network.output)
+    for x, reg in zip(hidden, network.regularisers, strict=True):
+        if reg is not None:
+            value = value + reg.value(x)
+    return value
+
+
 class LiftedNetwork:
     r"""Architecture and energy of a lifted feed-forward network (see the module doc).
 
@@ -99,7 +139,7 @@ class LiftedNetwork:
     def __init__(
         self,
         sizes: Sequence[int],
-        activation_spec: str | Activation | Sequence[str | Activation] = "relu",
+        activation: str | Activation | Sequence[str | Activation] = "relu",
         output: str | Activation = "identity",
         lambdas: Sequence[float] | None = None,
         regularisers: dict[int, Regulariser] | None = None,
@@ -109,10 +149,10 @@ class LiftedNetwork:
             raise ValueError(f"layer sizes must be >= 2 positive integers; got {list(sizes)}")
         self.sizes = sizes
         n_hidden = len(sizes) - 2
-        if isinstance(activation_spec, (str, nn.Module)):
-            specs = [activation_spec] * n_hidden
+        if isinstance(activation, (str, nn.Module)):
+            specs = [activation] * n_hidden
         else:
-            specs = list(activation_spec)
+            specs = list(activation)
             if len(specs) != n_hidden:
                 raise ValueError(
                     f"{len(specs)} activations given for {n_hidden} hidden layers {list(sizes)}"
@@ -124,11 +164,11 @@ class LiftedNetwork:
                     f"layer {i}: {type(spec).__name__} is not a proximal activation (no prox); "
                     "use bregnn.activations.activation(name) for a registered one"
                 )
-            act = activation(spec)
+            act = get_activation(spec)
             _check_hidden_activation(act, i)
             acts.append(act)
         self.activations: tuple[Activation, ...] = tuple(acts)
-        out = activation(output)
+        out = get_activation(output)
         if not isinstance(out, (Identity, Softmax)):
             raise ValueError(f"unknown output {output!r}; valid outputs: {list(OUTPUTS)}")
         self.output = out
@@ -145,6 +185,8 @@ class LiftedNetwork:
             reg.check(self.activations[layer - 1])
             regs[layer - 1] = reg
         self.regularisers = tuple(regs)
+        self._template: nn.Module | None = None
+        self.flatten = False
 
     # -- basics --------------------------------------------------------------------------------
     @property
@@ -207,17 +249,101 @@ class LiftedNetwork:
             for x, w, b in zip(inputs, params.weights, params.biases, strict=True)
         ]
 
+    @classmethod
+    def from_module(cls, module: nn.Module) -> LiftedNetwork:
+        """The lifted network of an ``nn.Sequential`` of ``nn.Linear`` layers separated by
+        activation modules (torch's ``ReLU``, ``Sigmoid``, ``Tanh``, ``Identity``,
+        ``Softmax`` as the output, and every bregnn activation), optionally led by an
+        ``nn.Flatten``. Two ``Linear`` layers in a row have an identity activation between
+        them; no output activation means the identity (MSE) output. :meth:`to_module`
+        returns a copy of ``module`` (same layer classes) with the trained weights and
+        :meth:`params_from_module` reads its current weights.
+
+        Raises ``ValueError`` naming an unsupported layer and the supported kinds."""
+        layers = list(module) if isinstance(module, nn.Sequential) else [module]
+        flatten = bool(layers) and isinstance(layers[0], nn.Flatten)
+        if flatten:
+            layers = layers[1:]
+        linears: list[nn.Linear] = []
+        acts: list[Activation | None] = []
+        for i, layer in enumerate(layers, start=int(flatten)):
+            if isinstance(layer, nn.Linear):
+                if layer.bias is None:
+                    raise ValueError(
+                        f"layer {i} ({layer}): lifted training needs a bias; "
+                        "use nn.Linear(..., bias=True)"
+                    )
+                if linears and len(acts) < len(linears):
+                    acts.append(get_activation("identity"))
+                linears.append(layer)
+                continue
+            act = _activation_of(layer)
+            if act is None:
+                raise ValueError(
+                    f"layer {i} ({type(layer).__name__}) is not supported by lifted training; "
+                    f"supported: {SUPPORTED_LAYERS}"
+                )
+            if len(acts) >= len(linears):
+                raise ValueError(
+                    f"layer {i} ({type(layer).__name__}) follows another activation or starts "
+                    "the network; put an nn.Linear before every activation"
+                )
+            acts.append(act)
+        if not linears:
+            raise ValueError(
+                f"no nn.Linear layer in {type(module).__name__}; supported: {SUPPORTED_LAYERS}"
+            )
+        output = acts.pop() if len(acts) == len(linears) else get_activation("identity")
+        for l, (prev, nxt) in enumerate(zip(linears[:-1], linears[1:], strict=True), start=1):
+            if prev.out_features != nxt.in_features:
+                raise ValueError(
+                    f"linear layer {l} has {prev.out_features} outputs but linear layer {l + 1} "
+                    f"takes {nxt.in_features} inputs"
+                )
+        sizes = [linears[0].in_features, *(lin.out_features for lin in linears)]
+        net = cls(sizes, acts, output=output)
+        net._template = module
+        net.flatten = flatten
+        return net
+
+    def params_from_module(self, module: nn.Module | None = None) -> Params:
+        """The weights and biases of the ``nn.Linear`` layers of ``module`` (default: the
+        module this network was made from), as detached copies."""
+        module = module if module is not None else self._template
+        if module is None:
+            raise ValueError("this network was not made by from_module; pass the module")
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        params = Params(
+            tuple(lin.weight.detach().clone() for lin in linears),
+            tuple(lin.bias.detach().clone() for lin in linears),
+        )
+        self.check_params(params)
+        return params
+
     def to_module(self, params: Params) -> nn.Sequential:
-        """An ``nn.Sequential`` of ``nn.Linear`` and activation modules with these weights."""
+        """An ``nn.Sequential`` with these weights whose forward pass is this network's:
+        a copy of the module given to :meth:`from_module` (same layer classes), else
+        ``nn.Linear`` and bregnn activation modules."""
+        self.check_params(params)
+        if self._template is not None:
+            model = copy.deepcopy(self._template)
+            linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+            with torch.no_grad():
+                for lin, w, b in zip(linears, params.weights, params.biases, strict=True):
+                    lin.weight.copy_(w)
+                    lin.bias.copy_(b)
+            return model
         layers: list[nn.Module] = []
         for l, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
-            lin = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
+            lin = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
             with torch.no_grad():
                 lin.weight.copy_(w)
                 lin.bias.copy_(b)
             layers.append(lin)
             if l < len(self.activations):
-                layers.append(activation(self.activations[l].name, **self.activations[l].params()))
+                layers.append(
+                    get_activation(self.activations[l].name, **self.activations[l].params())
+                )
         if isinstance(self.output, Softmax):
             layers.append(Softmax())
         return nn.Sequential(*layers)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from bregnn.activations import Activation, Softmax
+from bregnn.registry import Registry
 
 __all__ = [
     "L1",
@@ -34,7 +35,7 @@ __all__ = [
     "Penalty",
     "QuadraticPenalty",
     "Regulariser",
-    "penalty",
+    "get_penalty",
 ]
 
 
@@ -120,18 +121,16 @@ class MACPenalty(Penalty):
         return float(act.lipschitz) ** 2
 
 
-PENALTIES: dict[str, type[Penalty]] = {
-    cls.name: cls for cls in (BregmanPenalty, QuadraticPenalty, MACPenalty)
-}
+PENALTIES: Registry[type[Penalty]] = Registry("penalty")
+for _cls in (BregmanPenalty, QuadraticPenalty, MACPenalty):
+    PENALTIES.register(_cls.name, _cls)
 
 
-def penalty(spec: str | Penalty) -> Penalty:
-    """Registry of penalties: a name or a :class:`Penalty` (returned untouched)."""
+def get_penalty(spec: str | Penalty) -> Penalty:
+    """A penalty by name (see :data:`PENALTIES`), or a :class:`Penalty` returned untouched."""
     if isinstance(spec, Penalty):
         return spec
-    if spec not in PENALTIES:
-        raise ValueError(f"unknown penalty {spec!r}; valid names: {sorted(PENALTIES)}")
-    return PENALTIES[spec]()
+    return PENALTIES.get(spec)()
 
 
 class Regulariser:

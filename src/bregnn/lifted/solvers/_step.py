@@ -46,6 +46,7 @@ __all__ = [
     "joint_step",
     "output_curvature",
     "theta_step_sizes",
+    "warm_vectors",
     "x_step_sizes",
 ]
 
@@ -56,14 +57,58 @@ def output_curvature(network: LiftedNetwork) -> float:
 
 
 def initial_vectors(
-    network: LiftedNetwork, dtype: torch.dtype
+    network: LiftedNetwork,
+    dtype: torch.dtype,
+    params: Params | None = None,
+    inputs: Sequence[Tensor] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Deterministic starting vectors of the power iterations: for :math:`W_2..W_L` and for
-    the augmented inputs :math:`\\tilde X_0..\\tilde X_{L-1}`."""
+    """Starting vectors of the power iterations for :math:`W_2..W_L` and for the augmented
+    inputs :math:`\tilde X_0..\tilde X_{L-1}`: deterministic constant vectors, warmed by
+    power iterations to convergence (:func:`warm_vectors`) on ``params`` and on the layer
+    inputs ``inputs = (x0, x_1, ..., x_{L-1})`` when given, so that the first step sizes use
+    the spectral norms, not a cold under-estimate of them."""
     sizes = network.sizes
-    w_vecs = tuple(torch.full((n,), n**-0.5, dtype=dtype) for n in sizes[1:-1])
-    x_vecs = tuple(torch.full((n + 1,), (n + 1) ** -0.5, dtype=dtype) for n in sizes[:-1])
-    return w_vecs, x_vecs
+    device = params.weights[0].device if params is not None else None
+    w_vecs = tuple(torch.full((n,), n**-0.5, dtype=dtype, device=device) for n in sizes[1:-1])
+    x_vecs = tuple(
+        torch.full((n + 1,), (n + 1) ** -0.5, dtype=dtype, device=device) for n in sizes[:-1]
+    )
+    return warm_vectors(w_vecs, x_vecs, params, inputs)
+
+
+def _converge(step, matrix: Tensor, vec: Tensor, tol: float, max_iters: int) -> Tensor:
+    previous = 0.0
+    for _ in range(max_iters):
+        estimate, vec = step(matrix, vec)
+        estimate = float(estimate)
+        if abs(estimate - previous) <= tol * estimate:
+            break
+        previous = estimate
+    return vec
+
+
+def warm_vectors(
+    w_vecs: Sequence[Tensor],
+    x_vecs: Sequence[Tensor],
+    params: Params | None = None,
+    inputs: Sequence[Tensor] | None = None,
+    tol: float = 1e-4,
+    max_iters: int = 500,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Power iterations from ``w_vecs`` on :math:`W_2..W_L` of ``params`` and from ``x_vecs``
+    on the augmented ``inputs``, each until the estimate changes by less than ``tol``
+    (relative) or ``max_iters`` steps (vectors without a matrix are returned as they are)."""
+    if params is not None:
+        w_vecs = [
+            _converge(power_step, w, v, tol, max_iters)
+            for w, v in zip(params.weights[1:], w_vecs, strict=True)
+        ]
+    if inputs is not None:
+        x_vecs = [
+            _converge(power_step_augmented, x, v, tol, max_iters)
+            for x, v in zip(inputs, x_vecs, strict=True)
+        ]
+    return tuple(w_vecs), tuple(x_vecs)
 
 
 def _curvatures(network: LiftedNetwork, penalty: Penalty) -> list[float]:

@@ -42,7 +42,6 @@ with :math:`x`-step :math:`((\lambda_l + \beta)I + \beta W^\top W)x = \lambda_l 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -50,7 +49,7 @@ from torch import Tensor
 
 from bregnn.activations import Activation
 from bregnn.lifted.network import LiftedNetwork, Params
-from bregnn.lifted.solvers.base import check_positive
+from bregnn.lifted.solvers.base import check_positive, solver_config
 from bregnn.lifted.solvers.bcd import BlockCoordinateDescent, augmented, layer_prox
 
 __all__ = [
@@ -64,7 +63,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@solver_config
 class ADMMConfig:
     """``inner_iters`` sweeps per epoch, ``admm_iters`` ADMM iterations per sub-problem,
     penalty ``beta``, proximal weight ``tau > 0`` on :math:`\\Theta`."""
@@ -82,8 +81,7 @@ class ADMMConfig:
 
 
 class ADMMState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     aux: tuple[Tensor, ...]
     step: Tensor
     metrics: Tensor
@@ -170,7 +168,6 @@ def admm_x(
 class LiftedADMM(BlockCoordinateDescent):
     """``admm``: block coordinate descent whose blocks are solved by ADMM."""
 
-    name = "admm"
     Config = ADMMConfig
     State = ADMMState
 

@@ -1,6 +1,9 @@
-r"""Back-propagation baselines in the same harness: the loss is the network's output loss
-:math:`\ell(\Theta) = \tfrac1m\sum_i \lambda_L B_{\Psi_L}(y_i, z_L(x_i))` (MSE for the
-identity output), differentiated by autograd through the activations.
+r"""Back-propagation baselines in the same harness: the loss is the batch mean
+:math:`\ell(\Theta) = \tfrac1m\sum_i F_i(\Theta)` of the solver's per-sample objective
+(default :func:`~bregnn.lifted.network.forward_objective`: the output loss
+:math:`\lambda_L B_{\Psi_L}(y_i, z_L(x_i))`, MSE for the identity output, plus the
+regularisers of the hidden layers, e.g. the sparse autoencoder's :math:`\alpha|x_3|_1`),
+differentiated by autograd through the activations.
 
 - ``sgd-bp``: :math:`\Theta \leftarrow \Theta - \eta\,v`, :math:`v \leftarrow \mu v +
   \nabla\ell_{\text{batch}}(\Theta)` (plain SGD for :math:`\mu = 0`);
@@ -13,15 +16,13 @@ identity output), differentiated by autograd through the activations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from bregnn.lifted.losses import bregman_loss
-from bregnn.lifted.network import LiftedNetwork, Params
-from bregnn.lifted.solvers.base import Solver, check_positive
+from bregnn.lifted.network import Params
+from bregnn.lifted.solvers.base import Objective, Solver, check_positive, solver_config
 
 __all__ = [
     "SGD",
@@ -31,23 +32,24 @@ __all__ = [
     "FullBatchGDConfig",
     "ImplicitSGD",
     "ImplicitSGDConfig",
-    "loss_and_grads",
+    "objective_and_grads",
 ]
 
 
-def loss_and_grads(network: LiftedNetwork, params: Params, x0: Tensor, y: Tensor):
-    """Mean output loss and its autograd gradient ``Params``."""
+def objective_and_grads(
+    objective: Objective, network, params: Params, x0: Tensor, y: Tensor
+) -> tuple[Tensor, Params]:
+    """Batch mean of ``objective`` and its autograd gradient ``Params``."""
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(True) for t in (*params.weights, *params.biases)]
         n = len(params.weights)
         p = Params(tuple(leaves[:n]), tuple(leaves[n:]))
-        _, z_out = network.forward(p, x0)
-        loss = network.lambdas[-1] * bregman_loss(y, z_out, network.output).mean()
+        loss = objective(network, p, x0, y).mean()
         grads = torch.autograd.grad(loss, leaves)
     return loss.detach(), Params(tuple(grads[:n]), tuple(grads[n:]))
 
 
-@dataclass(frozen=True)
+@solver_config
 class BackpropConfig:
     """``batch_size``, learning rate ``lr`` (on the batch-mean loss), ``momentum``."""
 
@@ -62,7 +64,7 @@ class BackpropConfig:
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
 
 
-@dataclass(frozen=True)
+@solver_config
 class FullBatchGDConfig:
     """``inner_iters`` gradient steps per epoch, ``lr``, ``momentum``."""
 
@@ -77,7 +79,7 @@ class FullBatchGDConfig:
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
 
 
-@dataclass(frozen=True)
+@solver_config
 class ImplicitSGDConfig:
     """``batch_size``, ``inner_iters`` gradient steps of size ``lr/m`` per batch, ``tau``."""
 
@@ -94,8 +96,7 @@ class ImplicitSGDConfig:
 
 
 class BackpropState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     velocity_w: tuple[Tensor, ...]
     velocity_b: tuple[Tensor, ...]
     step: Tensor
@@ -105,7 +106,7 @@ class BackpropState(NamedTuple):
 class SGD(Solver):
     """``sgd-bp``: mini-batch SGD (with optional heavy-ball momentum) and backprop."""
 
-    name = "sgd-bp"
+    divergence_setting = "lr"
     Config = BackpropConfig
     State = BackpropState
 
@@ -115,8 +116,9 @@ class SGD(Solver):
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> BackpropState:
         self.network.check_params(params)
         return BackpropState(
-            tuple(w.clone() for w in params.weights),
-            tuple(b.clone() for b in params.biases),
+            Params(
+                tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
+            ),
             tuple(torch.zeros_like(w) for w in params.weights),
             tuple(torch.zeros_like(b) for b in params.biases),
             torch.zeros((), dtype=torch.int64),
@@ -124,9 +126,8 @@ class SGD(Solver):
         )
 
     def loss_and_grad(self, params: Params, x0: Tensor, y: Tensor) -> tuple[Tensor, Params]:
-        """The training loss of a batch and its gradient in ``params`` (override to train
-        another objective with the same updates)."""
-        return loss_and_grads(self.network, params, x0, y)
+        """The batch mean of the objective and its gradient in ``params``."""
+        return objective_and_grads(self.objective_fn, self.network, params, x0, y)
 
     def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
         cfg = self.config
@@ -135,20 +136,18 @@ class SGD(Solver):
             cfg.momentum * v + g for v, g in zip(state.velocity_w, grad.weights, strict=True)
         )
         vb = tuple(cfg.momentum * v + g for v, g in zip(state.velocity_b, grad.biases, strict=True))
-        weights = tuple(w - cfg.lr * v for w, v in zip(state.weights, vw, strict=True))
-        biases = tuple(b - cfg.lr * v for b, v in zip(state.biases, vb, strict=True))
-        return BackpropState(weights, biases, vw, vb, state.step + 1, loss.reshape(1))
+        weights = tuple(w - cfg.lr * v for w, v in zip(state.params.weights, vw, strict=True))
+        biases = tuple(b - cfg.lr * v for b, v in zip(state.params.biases, vb, strict=True))
+        return BackpropState(Params(weights, biases), vw, vb, state.step + 1, loss.reshape(1))
 
     @torch.no_grad()
     def objective(self, state: BackpropState, x0: Tensor, y: Tensor) -> Tensor:
-        _, z_out = self.network.forward(self.params(state), x0)
-        return self.network.lambdas[-1] * bregman_loss(y, z_out, self.network.output).mean()
+        return self.objective_fn(self.network, self.params(state), x0, y).mean()
 
 
 class FullBatchGD(SGD):
     """``gd-bp``: full-batch gradient descent with backprop."""
 
-    name = "gd-bp"
     full_batch = True
     Config = FullBatchGDConfig
 
@@ -156,7 +155,6 @@ class FullBatchGD(SGD):
 class ImplicitSGD(SGD):
     """``isgd-bp``: implicit SGD, the proximal step solved by inner gradient steps."""
 
-    name = "isgd-bp"
     Config = ImplicitSGDConfig
 
     def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
@@ -177,5 +175,6 @@ class ImplicitSGD(SGD):
                 for b, g, a in zip(biases, grad.biases, anchor.biases, strict=True)
             )
         return BackpropState(
-            weights, biases, state.velocity_w, state.velocity_b, state.step + 1, loss.reshape(1)
-        )
+            Params(weights, biases), state.velocity_w, state.velocity_b, state.step + 1,
+            loss.reshape(1),
+        )  # fmt: skip

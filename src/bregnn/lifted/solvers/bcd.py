@@ -35,7 +35,6 @@ sweeps. Only the Bregman penalty of the core (``penalty_name = "bregman"``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -45,7 +44,7 @@ from bregnn.activations import Identity
 from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.penalties import Penalty
 from bregnn.lifted.solvers._step import batch_metrics, metric_names
-from bregnn.lifted.solvers.base import Solver, check_positive
+from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
 
 __all__ = [
     "BCDConfig",
@@ -63,7 +62,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@solver_config
 class BCDConfig:
     """Settings: ``inner_iters`` sweeps per epoch, ``theta_iters`` / ``x_iters`` inner
     steps for blocks without a closed form, proximal weight ``tau`` on :math:`\\Theta`
@@ -85,8 +84,7 @@ class BCDConfig:
 
 
 class BCDState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     aux: tuple[Tensor, ...]
     step: Tensor
     metrics: Tensor
@@ -271,14 +269,12 @@ def has_x_closed_form(network: LiftedNetwork, penalty: Penalty, layer: int) -> b
 class BlockCoordinateDescent(Solver):
     """``bcd``: Theta block, then odd and even X blocks (see the module doc)."""
 
-    name = "bcd"
     full_batch = True
-    penalty_name = "bregman"
     Config = BCDConfig
     State = BCDState
 
-    def __init__(self, network: LiftedNetwork, config: BCDConfig | None = None) -> None:
-        super().__init__(network, config)
+    def __init__(self, network: LiftedNetwork, config: BCDConfig | None = None, **kwargs) -> None:
+        super().__init__(network, config, **kwargs)
         check_block_network(network, self.name)
 
     def metric_names(self) -> list[str]:
@@ -290,8 +286,9 @@ class BlockCoordinateDescent(Solver):
         aux, _ = self.network.forward(params, x0)
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
         return self.State(
-            tuple(w.clone() for w in params.weights),
-            tuple(b.clone() for b in params.biases),
+            Params(
+                tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
+            ),
             tuple(aux),
             torch.zeros((), dtype=torch.int64),
             metrics,
@@ -347,7 +344,7 @@ class BlockCoordinateDescent(Solver):
         aux = self.x_block(params, range(1, n_hidden + 1, 2), x0, state.aux, y)
         aux = self.x_block(params, range(2, n_hidden + 1, 2), x0, aux, y)
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
-        return self.State(params.weights, params.biases, aux, state.step + 1, metrics)
+        return self.State(params, aux, state.step + 1, metrics)
 
     @torch.no_grad()
     def objective(self, state: BCDState, x0: Tensor, y: Tensor) -> Tensor:

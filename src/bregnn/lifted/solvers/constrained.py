@@ -25,7 +25,6 @@ Full-batch: :math:`X` for every sample lives in the state.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -35,12 +34,12 @@ from bregnn.lifted.losses import bregman_loss
 from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.solvers._step import batch_metrics, initial_vectors, joint_step
 from bregnn.lifted.solvers._step import metric_names as lifted_metric_names
-from bregnn.lifted.solvers.base import Solver, check_positive
+from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
 
 __all__ = ["ConstrainedConfig", "ConstrainedLifted", "ConstrainedState", "constraint_values"]
 
 
-@dataclass(frozen=True)
+@solver_config
 class ConstrainedConfig:
     """``inner_iters`` updates per epoch; each is ``primal_iters`` primal steps and one dual
     step of size ``dual_step``; tolerances ``eps``; initial multipliers ``init_lambda``;
@@ -67,8 +66,7 @@ class ConstrainedConfig:
 
 
 class ConstrainedState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     aux: tuple[Tensor, ...]
     lambdas: Tensor
     w_vectors: tuple[Tensor, ...]
@@ -93,9 +91,7 @@ def constraint_values(
 class ConstrainedLifted(Solver):
     """``constrained``: primal proximal-gradient steps and projected dual ascent on lambda."""
 
-    name = "constrained"
     full_batch = True
-    penalty_name = "bregman"
     Config = ConstrainedConfig
     State = ConstrainedState
 
@@ -124,8 +120,9 @@ class ConstrainedLifted(Solver):
         lambdas = torch.full((len(self.network.activations),), self.config.init_lambda, dtype=dtype)
         w_vecs, x_vecs = initial_vectors(self.network, dtype)
         return ConstrainedState(
-            tuple(w.clone() for w in params.weights),
-            tuple(b.clone() for b in params.biases),
+            Params(
+                tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
+            ),
             tuple(aux),
             lambdas,
             w_vecs,
@@ -153,7 +150,7 @@ class ConstrainedLifted(Solver):
             state.lambdas, constraint_values(self.network, params, x0, aux).to(state.lambdas.dtype)
         )
         return ConstrainedState(
-            params.weights, params.biases, tuple(aux), lambdas, w_vecs, x_vecs, state.step + 1,
+            params, tuple(aux), lambdas, w_vecs, x_vecs, state.step + 1,
             self._metrics(params, aux, lambdas, x0, y),
         )  # fmt: skip
 

@@ -15,7 +15,6 @@ batch, so memory does not grow with the data set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -28,18 +27,21 @@ from bregnn.lifted.solvers._step import (
     joint_step,
     metric_names,
 )
-from bregnn.lifted.solvers.base import Solver, check_positive, power_step_augmented
+from bregnn.lifted.solvers.base import (
+    Solver,
+    check_positive,
+    power_step_augmented,
+    solver_config,
+)
 
 __all__ = [
     "ImplicitConfig",
     "ImplicitLiftedBregman",
     "ImplicitState",
-    "LiftedQuadratic",
-    "MACQuadraticPenalty",
 ]
 
 
-@dataclass(frozen=True)
+@solver_config
 class ImplicitConfig:
     """Settings of the implicit stochastic lifted solvers.
 
@@ -75,8 +77,7 @@ class ImplicitConfig:
 
 
 class ImplicitState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     w_vectors: tuple[Tensor, ...]
     x_vectors: tuple[Tensor, ...]
     step: Tensor
@@ -84,10 +85,13 @@ class ImplicitState(NamedTuple):
 
 
 class ImplicitLiftedBregman(Solver):
-    """LBN-S: implicit stochastic lifted Bregman learning (see the module doc)."""
+    """LBN-S: implicit stochastic lifted Bregman learning (see the module doc). With
+    ``penalty="quadratic"`` this is the classical lifted network (Askari et al.:
+    :math:`\tfrac12|x_l - W_l x_{l-1} - b_l|^2` with :math:`x_l \\in \\operatorname{dom}\\Psi`),
+    with ``penalty="mac"`` MAC-QP (:math:`\tfrac12|x_l - \rho(W_l x_{l-1} + b_l)|^2`,
+    needs :math:`\rho'`), both trained by the same scheme."""
 
-    name = "lbn-s"
-    penalty_name = "bregman"
+    penalties = ("bregman", "quadratic", "mac")
     Config = ImplicitConfig
     State = ImplicitState
 
@@ -97,8 +101,9 @@ class ImplicitLiftedBregman(Solver):
         w_vecs, x_vecs = initial_vectors(self.network, dtype)
         metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype)
         return ImplicitState(
-            tuple(w.clone() for w in params.weights),
-            tuple(b.clone() for b in params.biases),
+            Params(
+                tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
+            ),
             w_vecs,
             x_vecs,
             torch.zeros((), dtype=torch.int64),
@@ -143,7 +148,7 @@ class ImplicitLiftedBregman(Solver):
             if cfg.track
             else state.metrics
         )
-        return ImplicitState(params.weights, params.biases, w_vecs, x_vecs, state.step + 1, metrics)
+        return ImplicitState(params, w_vecs, x_vecs, state.step + 1, metrics)
 
     @torch.no_grad()
     def objective(self, state: ImplicitState, x0: Tensor, y: Tensor) -> Tensor:
@@ -152,20 +157,3 @@ class ImplicitLiftedBregman(Solver):
         params = self.params(state)
         aux, _ = self.network.forward(params, x0)
         return self.network.energy(params, x0, aux, y, self.penalty).total / x0.shape[0]
-
-
-class LiftedQuadratic(ImplicitLiftedBregman):
-    """Classical lifted network (Askari et al.): penalties :math:`\\tfrac12|x_l - W_l x_{l-1}
-    - b_l|^2` with :math:`x_l \\in \\operatorname{dom}\\Psi` (ReLU: :math:`x_l \\ge 0`),
-    trained by the same implicit stochastic scheme."""
-
-    name = "lifted-quadratic"
-    penalty_name = "quadratic"
-
-
-class MACQuadraticPenalty(ImplicitLiftedBregman):
-    """MAC-QP: penalties :math:`\\tfrac12|x_l - \\rho(W_l x_{l-1} + b_l)|^2`, trained by the
-    same implicit stochastic scheme (needs :math:`\\rho'`)."""
-
-    name = "mac-qp"
-    penalty_name = "mac"

@@ -26,7 +26,6 @@ The initial weights are reproduced exactly: :math:`v^0 = W^0/\delta + \mu\operat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -40,7 +39,7 @@ from bregnn.lifted.solvers._step import (
     theta_step_sizes,
     x_step_sizes,
 )
-from bregnn.lifted.solvers.base import Solver, check_positive
+from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
 
 __all__ = ["LinBreg", "LinBregConfig", "LinBregState", "shrink", "weight_sparsity"]
 
@@ -56,7 +55,7 @@ def weight_sparsity(weights: tuple[Tensor, ...]) -> float:
     return 100.0 * zeros / sum(w.numel() for w in weights)
 
 
-@dataclass(frozen=True)
+@solver_config
 class LinBregConfig:
     """``batch_size``, ``inner_iters`` (N), sparsity weight ``mu`` (:math:`\\mu \\ge 0`),
     scale ``delta`` (:math:`\\delta > 0`), ``step_scale`` in (0, 2)."""
@@ -77,8 +76,7 @@ class LinBregConfig:
 
 
 class LinBregState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     v: tuple[Tensor, ...]
     w_vectors: tuple[Tensor, ...]
     x_vectors: tuple[Tensor, ...]
@@ -89,8 +87,6 @@ class LinBregState(NamedTuple):
 class LinBreg(Solver):
     """``linbreg``: lifted training with linearised Bregman iterations on the weights."""
 
-    name = "linbreg"
-    penalty_name = "bregman"
     Config = LinBregConfig
     State = LinBregState
 
@@ -105,8 +101,9 @@ class LinBreg(Solver):
         v = tuple(w / cfg.delta + cfg.mu * torch.sign(w) for w in params.weights)
         metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype)
         return LinBregState(
-            tuple(w.clone() for w in params.weights),
-            tuple(b.clone() for b in params.biases),
+            Params(
+                tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
+            ),
             v,
             w_vecs,
             x_vecs,
@@ -118,7 +115,7 @@ class LinBreg(Solver):
     def update(self, state: LinBregState, x0: Tensor, y: Tensor) -> LinBregState:
         cfg = self.config
         net, pen = self.network, self.penalty
-        weights, biases, v = state.weights, state.biases, state.v
+        (weights, biases), v = state.params, state.v
         aux, _ = net.forward(Params(weights, biases), x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
         for _ in range(cfg.inner_iters):
@@ -136,9 +133,7 @@ class LinBreg(Solver):
         params = Params(weights, biases)
         base = batch_metrics(net, pen, params, aux, x0, y)
         sparsity = torch.tensor([weight_sparsity(weights)], dtype=base.dtype)
-        return LinBregState(
-            weights, biases, v, w_vecs, x_vecs, state.step + 1, torch.cat([base, sparsity])
-        )
+        return LinBregState(params, v, w_vecs, x_vecs, state.step + 1, torch.cat([base, sparsity]))
 
     @torch.no_grad()
     def objective(self, state: LinBregState, x0: Tensor, y: Tensor) -> Tensor:

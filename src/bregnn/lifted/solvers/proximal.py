@@ -17,7 +17,6 @@ One epoch is ``inner_iters`` updates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -25,14 +24,14 @@ from torch import Tensor
 
 from bregnn.lifted.network import Params
 from bregnn.lifted.solvers._step import batch_metrics, initial_vectors, joint_step, metric_names
-from bregnn.lifted.solvers.base import Solver, check_positive
+from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
 
 __all__ = ["ACCELERATIONS", "ProximalGradientConfig", "ProximalGradientLifted", "ProximalState"]
 
 ACCELERATIONS = ("none", "nesterov", "heavy-ball")
 
 
-@dataclass(frozen=True)
+@solver_config
 class ProximalGradientConfig:
     """Settings of LBN-D: ``inner_iters`` steps per epoch, ``step_scale`` over the block
     Lipschitz constants, ``acceleration`` in :data:`ACCELERATIONS`, ``momentum`` for
@@ -61,11 +60,9 @@ class ProximalGradientConfig:
 
 
 class ProximalState(NamedTuple):
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
+    params: Params
     aux: tuple[Tensor, ...]
-    prev_weights: tuple[Tensor, ...]
-    prev_biases: tuple[Tensor, ...]
+    prev_params: Params
     prev_aux: tuple[Tensor, ...]
     w_vectors: tuple[Tensor, ...]
     x_vectors: tuple[Tensor, ...]
@@ -82,9 +79,7 @@ def _lin(a: tuple[Tensor, ...], b: tuple[Tensor, ...], beta: float) -> tuple[Ten
 class ProximalGradientLifted(Solver):
     """LBN-D: full-batch proximal gradient on the lifted Bregman energy."""
 
-    name = "lbn-d"
     full_batch = True
-    penalty_name = "bregman"
     Config = ProximalGradientConfig
     State = ProximalState
 
@@ -96,11 +91,12 @@ class ProximalGradientLifted(Solver):
         self.network.check_data(x0, y)
         aux, _ = self.network.forward(params, x0)
         w_vecs, x_vecs = initial_vectors(self.network, params.weights[0].dtype)
-        weights = tuple(w.clone() for w in params.weights)
-        biases = tuple(b.clone() for b in params.biases)
+        params = Params(
+            tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
+        )
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
         return ProximalState(
-            weights, biases, aux, weights, biases, aux, w_vecs, x_vecs,
+            params, aux, params, aux, w_vecs, x_vecs,
             torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64), metrics,
         )  # fmt: skip
 
@@ -110,8 +106,8 @@ class ProximalGradientLifted(Solver):
         if cfg.acceleration == "nesterov" and k > 0:
             beta = (k - 1) / (k + 2)
             params = Params(
-                _lin(state.weights, state.prev_weights, beta),
-                _lin(state.biases, state.prev_biases, beta),
+                _lin(state.params.weights, state.prev_params.weights, beta),
+                _lin(state.params.biases, state.prev_params.biases, beta),
             )
             return params, _lin(state.aux, state.prev_aux, beta), None
         if cfg.acceleration == "heavy-ball" and k > 0:
@@ -122,12 +118,16 @@ class ProximalGradientLifted(Solver):
 
             shift = (
                 Params(
-                    diff(state.weights, state.prev_weights), diff(state.biases, state.prev_biases)
+                    diff(state.params.weights, state.prev_params.weights),
+                    diff(state.params.biases, state.prev_params.biases),
                 ),
                 diff(state.aux, state.prev_aux),
             )
             return self.params(state), state.aux, shift
         return None
+
+    def _energy(self, metrics: Tensor) -> Tensor:
+        return metrics[self.metric_names().index("energy")]
 
     def _accept(self, new: Tensor, old: Tensor) -> bool:
         tol = 4 * torch.finfo(new.dtype).eps * float(old.abs())
@@ -149,10 +149,9 @@ class ProximalGradientLifted(Solver):
                 step_scale=cfg.step_scale, shift=shift,
             )  # fmt: skip
             metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
-            if self._accept(metrics[0], state.metrics[0]):
+            if self._accept(self._energy(metrics), self._energy(state.metrics)):
                 return ProximalState(
-                    new_params.weights, new_params.biases, new_aux,
-                    state.weights, state.biases, state.aux,
+                    new_params, new_aux, state.params, state.aux,
                     w_vecs, x_vecs, state.step + 1, state.momentum_step + 1, metrics,
                 )  # fmt: skip
         # plain step from the current point (restart: the momentum is dropped)
@@ -163,15 +162,16 @@ class ProximalGradientLifted(Solver):
                 step_scale=scale,
             )  # fmt: skip
             metrics = batch_metrics(self.network, self.penalty, new_params, new_aux, x0, y)
-            if not cfg.backtrack or self._accept(metrics[0], state.metrics[0]):
+            if not cfg.backtrack or self._accept(
+                self._energy(metrics), self._energy(state.metrics)
+            ):
                 return ProximalState(
-                    new_params.weights, new_params.biases, new_aux,
-                    state.weights, state.biases, state.aux, w_vecs, x_vecs,
+                    new_params, new_aux, state.params, state.aux, w_vecs, x_vecs,
                     state.step + 1, torch.ones_like(state.momentum_step), metrics,
                 )  # fmt: skip
             scale /= 2
         return state._replace(
-            prev_weights=state.weights, prev_biases=state.biases, prev_aux=state.aux,
+            prev_params=state.params, prev_aux=state.aux,
             w_vectors=w_vecs, x_vectors=x_vecs, step=state.step + 1,
             momentum_step=torch.zeros_like(state.momentum_step),
         )  # fmt: skip
