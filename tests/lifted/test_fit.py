@@ -302,3 +302,37 @@ def test_solver_states_have_params_and_named_metrics():
         )
         assert list(solver.metrics(state)) == solver.metric_names(), name
         assert dataclasses.is_dataclass(solver.config)
+
+
+@pytest.mark.parametrize("method", ["lbn-s", "lbn-d", "linbreg", "constrained"])
+def test_first_step_sizes_use_the_exact_norms(method):
+    """The power iterations start warm: the first step sizes are step_scale / L with L from
+    the exact spectral norms (within 5%), not from a cold under-estimate."""
+    from bregnn.lifted.solvers._step import theta_step_sizes, x_step_sizes
+
+    torch.manual_seed(0)
+    net = LiftedNetwork([30, 64, 64, 10])
+    params = net.init_params(torch.Generator().manual_seed(0))
+    x = torch.randn(100, 30)
+    y = torch.nn.functional.one_hot(torch.randint(0, 10, (100,)), 10).float()
+    settings = {k: v for k, v in METHODS_UNDER_TEST[method].items()}
+    if "batch_size" in settings:
+        settings["batch_size"] = 100
+    solver = make_solver(method, net, **settings)
+    state = solver.init_state(params, x, y)
+    if not solver.full_batch:  # the first batch warms the input norms
+        from bregnn.lifted.solvers._step import warm_vectors
+
+        aux, _ = net.forward(params, x)
+        _, x_vecs = warm_vectors(state.w_vectors, state.x_vectors, inputs=(x, *aux))
+    else:
+        aux, x_vecs = state.aux, state.x_vectors
+    step_x, _ = x_step_sizes(net, solver.penalty, params.weights, state.w_vectors, 1.0)
+    for l, t in enumerate(step_x):
+        exact = 1.0 / (1.0 + float(torch.linalg.matrix_norm(params.weights[l + 1], 2)) ** 2)
+        assert t == pytest.approx(exact, rel=0.05), (l, t, exact)
+    step_w, _ = theta_step_sizes(net, solver.penalty, (x, *aux), x_vecs, 1.0)
+    for l, (t, inp) in enumerate(zip(step_w, (x, *aux), strict=True)):
+        aug = torch.cat([inp, torch.ones(inp.shape[0], 1)], 1)
+        exact = 1.0 / float(torch.linalg.matrix_norm(aug, 2)) ** 2
+        assert t == pytest.approx(exact, rel=0.05), (l, t, exact)

@@ -118,7 +118,7 @@ class ConstrainedLifted(Solver):
         dtype = params.weights[0].dtype
         aux, _ = self.network.forward(params, x0)
         lambdas = torch.full((len(self.network.activations),), self.config.init_lambda, dtype=dtype)
-        w_vecs, x_vecs = initial_vectors(self.network, dtype)
+        w_vecs, x_vecs = initial_vectors(self.network, dtype, params, (x0, *aux))
         return ConstrainedState(
             Params(
                 tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)

@@ -26,6 +26,7 @@ from bregnn.lifted.solvers._step import (
     initial_vectors,
     joint_step,
     metric_names,
+    warm_vectors,
 )
 from bregnn.lifted.solvers.base import (
     Solver,
@@ -98,7 +99,7 @@ class ImplicitLiftedBregman(Solver):
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> ImplicitState:
         self.network.check_params(params)
         dtype = params.weights[0].dtype
-        w_vecs, x_vecs = initial_vectors(self.network, dtype)
+        w_vecs, x_vecs = initial_vectors(self.network, dtype, params)
         metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype)
         return ImplicitState(
             Params(
@@ -120,6 +121,8 @@ class ImplicitLiftedBregman(Solver):
         params = anchor
         aux, _ = self.network.forward(anchor, x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
+        if int(state.step) == 0:  # first batch: start the input norms warm too
+            _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux))
         # the batch input is fixed during the inner iterations: estimate |[x0, 1]|^2 once
         # (two warm-started power steps) instead of once per inner iteration
         vec0 = x_vecs[0]

@@ -37,6 +37,7 @@ from bregnn.lifted.solvers._step import (
     initial_vectors,
     metric_names,
     theta_step_sizes,
+    warm_vectors,
     x_step_sizes,
 )
 from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
@@ -97,7 +98,7 @@ class LinBreg(Solver):
         self.network.check_params(params)
         cfg = self.config
         dtype = params.weights[0].dtype
-        w_vecs, x_vecs = initial_vectors(self.network, dtype)
+        w_vecs, x_vecs = initial_vectors(self.network, dtype, params)
         v = tuple(w / cfg.delta + cfg.mu * torch.sign(w) for w in params.weights)
         metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype)
         return LinBregState(
@@ -118,6 +119,8 @@ class LinBreg(Solver):
         (weights, biases), v = state.params, state.v
         aux, _ = net.forward(Params(weights, biases), x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
+        if int(state.step) == 0:  # first batch: start the input norms warm too
+            _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux))
         for _ in range(cfg.inner_iters):
             step_b, new_x_vecs = theta_step_sizes(net, pen, (x0, *aux), x_vecs, cfg.step_scale)
             step_x, new_w_vecs = x_step_sizes(net, pen, weights, w_vecs, cfg.step_scale)

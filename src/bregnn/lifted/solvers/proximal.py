@@ -90,7 +90,7 @@ class ProximalGradientLifted(Solver):
         self.network.check_params(params)
         self.network.check_data(x0, y)
         aux, _ = self.network.forward(params, x0)
-        w_vecs, x_vecs = initial_vectors(self.network, params.weights[0].dtype)
+        w_vecs, x_vecs = initial_vectors(self.network, params.weights[0].dtype, params, (x0, *aux))
         params = Params(
             tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
         )
