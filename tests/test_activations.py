@@ -110,7 +110,8 @@ def test_rho_inv_is_finite_at_and_beyond_the_domain_edges(name: str, dtype: torc
     edges = [e for e in (lo, hi) if math.isfinite(e)]
     y = torch.tensor([e + s for e in edges for s in (-1.0, 0.0, 1.0)], dtype=dtype)
     y.requires_grad_(True)
-    inv = act.rho_inv(y)
+    with pytest.warns(UserWarning, match="outside the range"):  # edge +- 1: deliberately
+        inv = act.rho_inv(y)
     (grad,) = torch.autograd.grad(inv.sum(), y)
     assert torch.isfinite(inv).all() and torch.isfinite(grad).all()
     # clamping is to the documented margin: values at/outside an edge equal the clamped value
@@ -395,3 +396,60 @@ def test_prox_gradient_with_a_batched_step() -> None:
 def test_rho_inv_rho_refuses_non_invertible_activations(name: str) -> None:
     with pytest.raises(ValueError, match=f"{name!r} is not invertible.*'sigmoid'"):
         activation(name).rho_inv_rho(torch.tensor([-1.0]))
+
+
+# -- inputs outside the range of rho ------------------------------------------------------------
+@pytest.mark.parametrize("name", [n for n in INVERTIBLE if n not in ("asinh", "identity")])
+def test_rho_inv_warns_once_for_inputs_outside_the_range(name: str) -> None:
+    act = activation(name)
+    lo, hi = act.domain
+    far = torch.tensor([hi + 1.0 if math.isfinite(hi) else lo - 1.0])
+    with pytest.warns(UserWarning, match=rf"{name!r}.*range \[.*RangeScaler") as record:
+        act.rho_inv(far)
+        act.rho_inv(far)
+    assert len(record) == 1  # once per activation object
+    with pytest.warns(UserWarning):
+        activation(name).rho_inv(far)  # a new object warns again
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", [n for n in INVERTIBLE if n not in ("asinh", "identity")])
+def test_rho_inv_is_silent_on_the_edge_and_for_rounding(name: str, dtype: torch.dtype) -> None:
+    act = activation(name, strict=True)
+    lo, hi = act.domain
+    edges = [e for e in (lo, hi) if math.isfinite(e)]
+    saturated = act.rho(torch.tensor([-1e30, -1e4, -40.0, 40.0, 1e4, 1e30], dtype=dtype))
+    y = torch.tensor(edges, dtype=dtype)
+    # a couple of float steps past the edge (rounding, e.g. of a convex combination)
+    eps = torch.finfo(dtype).eps
+    past = torch.tensor([e + 4 * eps * (e or -1) for e in edges], dtype=dtype)
+    act.rho_inv(torch.cat([saturated, y, past]))  # strict: would raise
+
+
+def test_strict_activations_raise_and_say_so() -> None:
+    act = activation("sigmoid", strict=True)
+    assert act.strict and repr(act) == "Sigmoid(strict=True)"
+    assert act.key == activation("sigmoid").key  # strictness does not change the maths
+    pixels = torch.tensor([[0.0, 128.0, 255.0]])
+    for _ in range(2):  # every time, not once
+        with pytest.raises(ValueError, match=r"'sigmoid'.*\[0, 1\].*max 255.*RangeScaler"):
+            act.rho_inv(pixels)
+    assert activation("softplus", beta=2.0, strict=True).strict
+    assert not activation("softplus", beta=2.0).strict
+
+
+def test_bregman_mlp_on_unscaled_data_warns_and_scaled_data_does_not() -> None:
+    import warnings
+
+    from bregnn.data import RangeScaler
+    from bregnn.models import MLP
+
+    torch.manual_seed(0)
+    pixels = 255 * torch.rand(8, 6)
+    model = MLP(6, [4, 4], 2, activation="sigmoid")
+    with pytest.warns(UserWarning, match="RangeScaler"):
+        model(pixels)
+    fresh = MLP(6, [4, 4], 2, activation="sigmoid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh(RangeScaler("sigmoid").fit_transform(pixels))

@@ -23,6 +23,16 @@ domain rounded inward to the input's dtype (:meth:`Activation.closed_domain`): f
 ``float32(pi/2) = 1.5707964 > pi/2`` lies outside the domain of ``atan``, so ``phi`` is
 ``+inf`` there, while the largest ``float32`` below ``pi/2`` gets a finite ``phi``.
 
+Inputs outside the range of ``rho``: the clamp of ``rho_inv`` is meant for values *on* the
+edge (saturated outputs of ``rho``, convex combinations of them rounded a few ulps past it).
+Values genuinely outside the closed range ``[lo, hi]`` (by more than
+:func:`domain_tolerance`, far beyond rounding) are data that were not scaled into the range,
+for example pixels in ``[0, 255]`` fed to a sigmoid Bregman layer: clamped, they all map to
+the same value and the network learns nothing. ``rho_inv`` then warns once per activation
+object (a ``UserWarning`` naming the range and :class:`bregnn.data.RangeScaler`), or, for an
+activation built with ``strict=True`` (``activation("tanh", strict=True)``,
+``Tanh(strict=True)``), raises ``ValueError`` on every such call.
+
 The one registry is :func:`activation`; it accepts a name (with keyword parameters) or an
 activation object, which it returns untouched.
 """
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -59,6 +70,7 @@ __all__ = [
     "available_activations",
     "dilogarithm",
     "domain_margin",
+    "domain_tolerance",
 ]
 
 HALF_PI = math.pi / 2
@@ -75,6 +87,15 @@ def domain_margin(bound: float, dtype: torch.dtype) -> float:
     """
     finfo = torch.finfo(dtype)
     return finfo.eps * abs(bound) if bound != 0 else finfo.tiny
+
+
+def domain_tolerance(bound: float, dtype: torch.dtype) -> float:
+    """How far past a finite domain ``bound`` an input of ``rho_inv`` may lie before it counts
+    as outside the range of ``rho`` (a warning, or ``ValueError`` in strict mode):
+    ``sqrt(finfo(dtype).eps) * max(1, |bound|)``, i.e. ``3.5e-4`` at ``1`` in float32 and
+    ``1.5e-8`` in float64. Rounding (a few ``eps``, also in long convex combinations) stays
+    far below it; unscaled data lies far above it."""
+    return math.sqrt(torch.finfo(dtype).eps) * max(1.0, abs(bound))
 
 
 def dilogarithm(x: Tensor) -> Tensor:
@@ -161,6 +182,10 @@ class Activation(nn.Module):
     ``rho``), ``lipschitz`` (an upper bound on ``rho'``), and implement ``rho``, ``_rho_inv``
     (on the open domain), ``_phi`` (on the closed domain) and optionally ``phi_conj`` and
     ``prox`` in closed form.
+
+    Args:
+        strict: ``rho_inv`` raises ``ValueError`` for inputs outside the range of ``rho``
+            instead of warning once and clamping them (see the module docstring).
     """
 
     name: ClassVar[str] = ""
@@ -169,6 +194,12 @@ class Activation(nn.Module):
     lo: float = -math.inf
     hi: float = math.inf
     lipschitz: float = 1.0
+    strict: bool = False
+    _warned_outside: bool = False
+
+    def __init__(self, *, strict: bool = False) -> None:
+        super().__init__()
+        self.strict = bool(strict)
 
     # -- faces ------------------------------------------------------------------------------
     @property
@@ -211,13 +242,43 @@ class Activation(nn.Module):
         return torch.clamp(y, min=lo, max=hi)
 
     def rho_inv(self, y: Tensor) -> Tensor:
-        r""":math:`\rho^{-1} = \nabla\phi`; inputs are first clamped into the open domain."""
+        r""":math:`\rho^{-1} = \nabla\phi`; inputs are first clamped into the open domain.
+
+        Inputs outside the closed range ``[lo, hi]`` of ``rho`` by more than
+        :func:`domain_tolerance` warn once per activation object (``UserWarning``) or, with
+        ``strict=True``, raise ``ValueError``; see the module docstring.
+        """
         if not self.invertible:
             raise ValueError(
                 f"activation {self.name!r} is not invertible, so it has no rho_inv; "
                 f"invertible activations: {available_activations(invertible=True)}"
             )
+        if self.strict or not self._warned_outside:
+            self._check_range(y)
         return self._rho_inv(self.clamp_to_domain(y))
+
+    def _check_range(self, y: Tensor) -> None:
+        if not (math.isfinite(self.lo) or math.isfinite(self.hi)):
+            return
+        dtype = _float_dtype(y)
+        lo = self.lo - domain_tolerance(self.lo, dtype) if math.isfinite(self.lo) else -math.inf
+        hi = self.hi + domain_tolerance(self.hi, dtype) if math.isfinite(self.hi) else math.inf
+        if not bool(((y < lo) | (y > hi)).any()):
+            return
+        found = (
+            f"rho_inv of {self.name!r} got inputs outside the range [{self.lo:.6g}, "
+            f"{self.hi:.6g}] of rho (min {y.min().item():.4g}, max {y.max().item():.4g})"
+        )
+        scale = "scale the data into the range, e.g. with bregnn.data.RangeScaler"
+        if self.strict:
+            raise ValueError(f"{found}: {scale} (strict=True)")
+        self._warned_outside = True
+        warnings.warn(
+            f"{found}; they are clamped into it, so they all map to the same few values: "
+            f"{scale} (warned once per activation object)",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -360,7 +421,8 @@ class Activation(nn.Module):
         return (self.name, tuple(sorted(self.params().items())))
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.params().items())
+        fields = [f"{k}={v}" for k, v in self.params().items()]
+        return ", ".join(fields + (["strict=True"] if self.strict else []))
 
 
 class _ImplicitProx(torch.autograd.Function):
@@ -472,8 +534,8 @@ class ScaledTanh(Activation):
 
     name = "scaled_tanh"
 
-    def __init__(self, A: float = 1.7159, B: float = 0.6666) -> None:
-        super().__init__()
+    def __init__(self, A: float = 1.7159, B: float = 0.6666, *, strict: bool = False) -> None:
+        super().__init__(strict=strict)
         if not (A > 0 and B > 0):
             raise ValueError(f"scaled_tanh needs A > 0 and B > 0; got A={A}, B={B}")
         self.A, self.B = float(A), float(B)
@@ -599,8 +661,8 @@ class Softplus(Activation):
     name = "softplus"
     lo, hi, lipschitz = 0.0, math.inf, 1.0
 
-    def __init__(self, beta: float = 1.0) -> None:
-        super().__init__()
+    def __init__(self, beta: float = 1.0, *, strict: bool = False) -> None:
+        super().__init__(strict=strict)
         if not beta > 0:
             raise ValueError(f"softplus needs beta > 0; got beta={beta}")
         self.beta = float(beta)
@@ -689,8 +751,8 @@ class SoftThreshold(Activation):
     name = "soft_threshold"
     invertible = False
 
-    def __init__(self, alpha: float = 0.1) -> None:
-        super().__init__()
+    def __init__(self, alpha: float = 0.1, *, strict: bool = False) -> None:
+        super().__init__(strict=strict)
         if not alpha >= 0:
             raise ValueError(f"soft_threshold needs alpha >= 0; got alpha={alpha}")
         self.alpha = float(alpha)
