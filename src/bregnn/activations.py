@@ -115,9 +115,10 @@ def dilogarithm(x: Tensor) -> Tensor:
 
 
 def _li2_series(y: Tensor) -> Tensor:
-    r""":math:`\sum_{k\ge1} y^k/k^2` for ``y`` in ``[0, 1/2]`` by Horner's rule (terms below
-    the dtype's precision dropped)."""
-    n_terms = 60 if y.dtype == torch.float64 else 30
+    r""":math:`\sum_{k\ge1} y^k/k^2` for ``y`` in ``[0, 1/2]`` by Horner's rule. The terms
+    dropped after ``n`` sum to at most :math:`2^{-n}/n^2` (relative ``1e-19`` for float64's
+    60 terms, ``1e-10`` for the 24 of lower precisions, well below their ``eps``)."""
+    n_terms = 60 if y.dtype == torch.float64 else 24
     acc = torch.zeros_like(y)
     for k in range(n_terms, 0, -1):
         acc = y * (acc + 1.0 / (k * k))
@@ -131,10 +132,10 @@ def _li2_exp_neg(t: Tensor) -> Tensor:
     """
     small = t <= math.log(2)
     w = -torch.expm1(-torch.where(small, t, torch.zeros_like(t)))
-    reflected = math.pi**2 / 6 + t * torch.log(w.clamp(min=torch.finfo(w.dtype).tiny))
-    reflected = reflected - _li2_series(w)
-    far = _li2_series(torch.exp(-torch.where(small, torch.ones_like(t), t)))
-    return torch.where(small, reflected, far)
+    # one series for both branches: in w = 1 - e^-t (small t) or in e^-t (large t)
+    series = _li2_series(torch.where(small, w, torch.exp(-torch.where(small, 1.0, t))))
+    log_w = torch.log(w.clamp(min=torch.finfo(w.dtype).tiny))
+    return torch.where(small, math.pi**2 / 6 + t * log_w - series, series)
 
 
 def _float_dtype(x: Tensor) -> torch.dtype:
