@@ -3,8 +3,8 @@ is infinite.
 
 For each activation: 10^6 inputs spread over [-1e4, 1e4] plus the exact edges of the domain
 and one float step inside and outside each (``torch.nextafter``), and 10^5 saturated outputs
-of ``rho`` (``rho`` of every 10th input), through ``rho``,
-``rho_inv``, ``phi``, ``prox`` (t = 0.5, 1, 2 where defined), the lifted Bregman loss, its
+of ``rho`` (``rho`` of every 10th input), through ``rho``, ``rho_inv``, ``phi``,
+``phi_conj``, ``prox`` (t = 0.5, 1, 2 where defined), the lifted Bregman loss, its
 closed-form gradients and its autograd gradients, forward and backward. ``+inf`` is allowed
 only for ``phi`` (and the loss) outside the domain or on an edge where ``phi`` is infinite
 (the atan family), for the slope of ``phi`` on an edge where ``rho_inv`` is infinite, and
@@ -81,6 +81,11 @@ def test_float32_sweep(name: str) -> None:
     value, grad = _value_and_grad(act.rho, z)
     _nan_free("rho", value)
     _nan_free("rho backward", grad)
+
+    # phi_conj (whose slope is rho): finite everywhere
+    value, grad = _value_and_grad(act.phi_conj, z)
+    _nan_free("phi_conj", value)
+    _nan_free("phi_conj backward", grad)
 
     # rho_inv: clamped into the domain, finite except sinh's overflow
     if act.invertible:
