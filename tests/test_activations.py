@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bregnn.activations import (
     ACTIVATIONS,
+    ISRU,
     Activation,
     ReLU,
     Sigmoid,
@@ -453,3 +454,15 @@ def test_bregman_mlp_on_unscaled_data_warns_and_scaled_data_does_not() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fresh(RangeScaler("sigmoid").fit_transform(pixels))
+
+
+def test_check_activation_catches_nan_at_the_domain_edge() -> None:
+    class NaiveISRU(ISRU):
+        name = "naive_isru"
+
+        def _phi(self, x):  # right values, but the slope at +-1 is inf * 0 = NaN
+            return -torch.sqrt((1 - x) * (1 + x))
+
+    check_activation(ISRU(), dtype=torch.float32)
+    with pytest.raises(AssertionError, match="NaN at the domain edge"):
+        check_activation(NaiveISRU(), dtype=torch.float32)

@@ -14,7 +14,9 @@ r"""Reusable verification of an activation's faces (in the spirit of pyproximal'
   :math:`\tfrac12|x - \rho(z)|^2`);
 - :math:`\nabla_z B_\Psi(x, z) = \rho(z) - x` by autograd;
 - ``rho`` monotone;
-- ``prox(z, t)`` satisfies :math:`(1-t)x + t\rho^{-1}(x) = z` for ``t != 1``.
+- ``prox(z, t)`` satisfies :math:`(1-t)x + t\rho^{-1}(x) = z` for ``t != 1``;
+- at each finite edge of the domain (in ``dtype``), ``phi`` and its autograd slope are never
+  NaN, ``phi`` is finite one float step inside and ``+inf`` one step outside.
 
 It raises ``AssertionError`` naming the failed property, so a user-defined activation can be
 checked with one call.
@@ -115,6 +117,26 @@ def check_activation(
                 rtol=1e-5,
                 atol=1e-5 if dtype == torch.float64 else 1e-3,
             )
+
+    _check_edges(act, dtype)
+
+
+def _check_edges(act: Activation, dtype: torch.dtype) -> None:
+    for bound, inward in zip(act.closed_domain(dtype), (math.inf, -math.inf)):
+        if not math.isfinite(bound):
+            continue
+        edge = torch.tensor(bound, dtype=dtype)
+        inside = torch.nextafter(edge, torch.tensor(inward, dtype=dtype))
+        outside = torch.nextafter(edge, torch.tensor(-inward, dtype=dtype))
+        x = torch.stack([edge, inside, outside]).requires_grad_(True)
+        value = act.phi(x)
+        (slope,) = torch.autograd.grad(value.sum(), x)
+        if bool(value.isnan().any() | slope.isnan().any()):
+            raise AssertionError(f"phi or its slope is NaN at the domain edge {bound!r}")
+        if not math.isfinite(value[1].item()):
+            raise AssertionError(f"phi is not finite one float step inside the edge {bound!r}")
+        if value[2].item() != math.inf:
+            raise AssertionError(f"phi is not +inf one float step outside the edge {bound!r}")
 
 
 def _max_step(act: Activation) -> float:
