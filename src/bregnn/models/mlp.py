@@ -33,7 +33,6 @@ class MLP(nn.Module):
         hidden: widths of the hidden layers.
         out_features: output width (number of classes).
         activation, variant, init: passed to every :class:`~bregnn.nn.BregmanLinear`.
-        output_init: ``random`` (default) or ``zeros`` for the last linear layer.
 
     Example::
 
