@@ -12,8 +12,9 @@ import torch
 
 from bregnn.cli import main
 from bregnn.data import load_vectors
-from bregnn.lifted.solvers import state_from_dict
+from bregnn.lifted.solvers import SOLVERS, config_fields, state_from_dict
 from bregnn.lifted.solvers.implicit import ImplicitState
+from bregnn.runs import load_checkpoint
 
 
 def _write_idx(path: Path, magic: int, array: torch.Tensor) -> None:
@@ -50,9 +51,13 @@ def test_idx_reader(tiny_data: Path):
         load_vectors("mnist", "test", tiny_data)
 
 
-def _cli(data: Path, out: Path, *extra: str) -> int:
+def _cli(data: Path, out: Path, method: str, *extra: str) -> int:
     args = ["lifted-classify", "--dataset", "mnist", "--data-dir", str(data), "--out", str(out)]
-    args += ["--layers", "784", "8", "3", "--batch-size", "10", "--inner-iters", "3"]
+    args += ["--layers", "784", "8", "3", "--method", method]
+    fields = config_fields(SOLVERS.get(method).Config)
+    for setting, value in (("batch_size", "10"), ("inner_iters", "3")):
+        if setting in fields:  # the options of a method are its Config fields
+            args += ["--" + setting.replace("_", "-"), value]
     return main([*args, "--no-progress", *extra])
 
 
@@ -64,27 +69,35 @@ def _rows(path: Path) -> list[dict]:
 @pytest.mark.parametrize("method", ["lbn-s", "sgd-bp", "lbn-d"])
 def test_resume_matches_uninterrupted_run(tiny_data: Path, tmp_path: Path, method: str):
     full, split = tmp_path / "full", tmp_path / "split"
-    assert _cli(tiny_data, full, "--method", method, "--epochs", "3") == 0
-    assert _cli(tiny_data, split, "--method", method, "--epochs", "1") == 0
-    assert _cli(tiny_data, split, "--method", method, "--epochs", "3", "--resume") == 0
+    assert _cli(tiny_data, full, method, "--epochs", "3") == 0
+    assert _cli(tiny_data, split, method, "--epochs", "1") == 0
+    assert _cli(tiny_data, split, method, "--epochs", "3", "--resume") == 0
     assert _rows(full / "metrics.csv") == _rows(split / "metrics.csv")
     assert len(_rows(full / "metrics.csv")) == 3
-    a = torch.load(full / "checkpoint.pt", weights_only=True)
-    b = torch.load(split / "checkpoint.pt", weights_only=True)
-    for x, y in zip(a["state"]["weights"], b["state"]["weights"], strict=True):
-        assert torch.equal(x, y)
+    a = load_checkpoint(full / "checkpoint.pt", kind="lifted")
+    b = load_checkpoint(split / "checkpoint.pt", kind="lifted")
+    assert a["epoch"] == b["epoch"] == 3 and a["method"] == b["method"] == method
+    for key in ("weights", "biases"):
+        for x, y in zip(a["state"]["params"][key], b["state"]["params"][key], strict=True):
+            assert torch.equal(x, y)
 
 
 def test_outputs_and_plain_forward(tiny_data: Path, tmp_path: Path):
     out = tmp_path / "run"
-    assert _cli(tiny_data, out, "--method", "lbn-s", "--epochs", "4") == 0
+    assert _cli(tiny_data, out, "lbn-s", "--epochs", "4") == 0
     rows = _rows(out / "metrics.csv")
-    assert {"energy", "train_acc", "test_acc", "linear_1", "consistency_1"} <= set(rows[0])
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert {
+        "batch_energy",
+        "train_accuracy",
+        "test_accuracy",
+        "train_linear_1",
+        "batch_consistency_1",
+    } <= set(rows[0])
+    ckpt = load_checkpoint(out / "checkpoint.pt", kind="lifted")
     state = state_from_dict(ImplicitState, ckpt["state"])
     weights = torch.load(out / "model.pt", weights_only=True)
-    assert torch.equal(weights["0.weight"], state.weights[0])
-    assert torch.equal(weights["2.bias"], state.biases[1])
+    assert torch.equal(weights["0.weight"], state.params.weights[0])
+    assert torch.equal(weights["2.bias"], state.params.biases[1])
 
 
 @pytest.mark.parametrize(
@@ -92,10 +105,10 @@ def test_outputs_and_plain_forward(tiny_data: Path, tmp_path: Path):
     [
         (["--method", "lbn-x"], "unknown method 'lbn-x'; valid methods: ['lbn-s'"),
         (["--activation", "gelu"], "unknown activation 'gelu'"),
-        (["--tau", "0"], "--tau must be positive; got 0.0"),
-        (["--inner-iters", "-2"], "--inner-iters must be positive"),
+        (["--tau", "0"], "tau must be > 0; got 0.0"),
+        (["--inner-iters", "-2"], "inner_iters must be > 0; got -2"),
         (["--layers", "20", "8", "3"], "first layer size is 20"),
-        (["--layers", "784", "8", "2"], "last layer size 2 is too small for 3 classes"),
+        (["--layers", "784", "8", "2"], "labels span 0..2 but the network has 2 outputs"),
         (["--activation", "scaled_tanh"], "no usable prox"),
     ],
 )

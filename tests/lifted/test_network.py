@@ -8,7 +8,7 @@ from torch import nn
 
 from bregnn.activations import activation
 from bregnn.lifted import L1, LiftedNetwork, one_hot
-from bregnn.lifted.penalties import PENALTIES, penalty
+from bregnn.lifted.penalties import PENALTIES, get_penalty
 
 
 def _problem(acts, output="identity", seed=0, m=7, sizes=(5, 4, 3, 3), regs=None):
@@ -44,7 +44,7 @@ def _problem(acts, output="identity", seed=0, m=7, sizes=(5, 4, 3, 3), regs=None
 )
 def test_closed_form_gradients_match_autograd(pen, acts, output):
     net, params, x0, aux, y = _problem(acts, output)
-    pen = penalty(pen)
+    pen = get_penalty(pen)
     grad, grad_aux, _ = net.smooth_grads(params, x0, aux, y, pen)
     leaves = [t.clone().requires_grad_(True) for t in (*params.weights, *params.biases, *aux)]
     n = len(params.weights)
@@ -65,7 +65,7 @@ def test_closed_form_gradients_match_autograd(pen, acts, output):
 def test_energy_is_sum_of_bregman_losses_at_consistency():
     net, params, x0, _, y = _problem("relu")
     hidden, z_out = net.forward(params, x0)
-    parts = net.energy(params, x0, hidden, y, penalty("bregman"))
+    parts = net.energy(params, x0, hidden, y, get_penalty("bregman"))
     assert all(abs(c.item()) < 1e-12 for c in parts.coupling)
     torch.testing.assert_close(parts.total, 0.9 * 0.5 * ((z_out - y) ** 2).sum())
 
@@ -77,7 +77,7 @@ def test_prox_g_optimality_with_l1(acts):
     net, _, _, aux, _ = _problem(acts, regs={1: L1(0.2)})
     act, lam, t = net.activations[0], net.lambdas[0], 0.8
     v = torch.tensor([[-1.7, -0.1, 0.3, 1.9]], dtype=torch.float64)
-    out = net.prox_g([v, aux[1]], [t, t], penalty("bregman"))[0][0]
+    out = net.prox_g([v, aux[1]], [t, t], get_penalty("bregman"))[0][0]
     grid = torch.linspace(-3, 3, 60001, dtype=torch.float64)
     for vi, xi in zip(v[0].tolist(), out.tolist(), strict=True):
         f = 0.5 * (grid - vi) ** 2 + t * lam * act.psi(grid) + t * 0.2 * grid.abs()
@@ -155,5 +155,5 @@ def test_size_errors():
     with pytest.raises(ValueError, match="unknown output"):
         LiftedNetwork([4, 3, 2], "relu", output="tanh")
     with pytest.raises(ValueError, match="unknown penalty"):
-        penalty("cubic")
-    assert activation("relu") == net.activations[0]
+        get_penalty("cubic")
+    assert activation("relu").key == net.activations[0].key

@@ -9,7 +9,7 @@ import torch
 
 from bregnn.activations import activation
 from bregnn.lifted import LiftedNetwork, make_solver
-from bregnn.lifted.penalties import L1, penalty
+from bregnn.lifted.penalties import L1, get_penalty
 from bregnn.lifted.solvers.admm import (
     ADMMConfig,
     LiftedADMM,
@@ -146,7 +146,7 @@ def test_admm_theta_converges_to_the_exact_minimiser():
     from bregnn.lifted.solvers.bcd import theta_block_gradient_steps
 
     w_gd, b_gd = theta_block_gradient_steps(
-        net, penalty("bregman"), 1, inputs, relu_target, w, b, 0.5, 3000, 1.0
+        net, get_penalty("bregman"), 1, inputs, relu_target, w, b, 0.5, 3000, 1.0
     )
     torch.testing.assert_close(w_admm, w_gd, atol=1e-6, rtol=0)
 
@@ -157,15 +157,17 @@ def test_x_subproblem_solvers_agree(reg):
     net, params, x0, y, aux = _problem(["relu", "identity"], regularisers=None)
     prev = net.activations[0].rho(torch.randn(30, 5, dtype=D))
     exact = x_block_closed_form(net, params, 2, prev, y)
-    by_admm = admm_x(net, penalty("bregman"), params, 2, prev, aux[1], y, 2.0, 400)
-    by_prox = x_block_prox_steps(net, penalty("bregman"), params, 2, prev, aux[1], y, 3000, 1.0)
+    by_admm = admm_x(net, get_penalty("bregman"), params, 2, prev, aux[1], y, 2.0, 400)
+    by_prox = x_block_prox_steps(net, get_penalty("bregman"), params, 2, prev, aux[1], y, 3000, 1.0)
     torch.testing.assert_close(by_admm, exact, atol=1e-7, rtol=0)
     torch.testing.assert_close(by_prox, exact, atol=1e-7, rtol=0)
     # a ReLU layer (with or without an l1 term): ADMM and prox steps reach the same minimiser
     regs = {1: reg} if reg is not None else None
     net, params, x0, y, aux = _problem(["relu", "relu"], regularisers=regs)
-    by_admm = admm_x(net, penalty("bregman"), params, 1, x0, aux[0], aux[1], 2.0, 500)
-    by_prox = x_block_prox_steps(net, penalty("bregman"), params, 1, x0, aux[0], aux[1], 4000, 1.0)
+    by_admm = admm_x(net, get_penalty("bregman"), params, 1, x0, aux[0], aux[1], 2.0, 500)
+    by_prox = x_block_prox_steps(
+        net, get_penalty("bregman"), params, 1, x0, aux[0], aux[1], 4000, 1.0
+    )
     torch.testing.assert_close(by_admm, by_prox, atol=1e-6, rtol=0)
     assert (by_admm >= 0).all()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import struct
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from bregnn.cli import main
 
@@ -42,23 +44,23 @@ def _rows(path):
         return list(csv.DictReader(fh))
 
 
+def _grid(data_dir, out, *extra: str) -> int:
+    """lbn-s and an sgd-bp learning-rate grid into ``out``."""
+    args = [*COMMON, "--data-dir", str(data_dir), "--out", str(out)]
+    grid = ["--method", "lbn-s", "sgd-bp", "--lr", "0.001", "0.01"]
+    return main(["lifted-autoencoder", *args, *grid, *extra])
+
+
+def _uninterrupted_lbn_s(tmp_path, data_dir, epochs: int) -> list[dict]:
+    fresh = tmp_path / "fresh"
+    args = [*COMMON, "--data-dir", str(data_dir), "--out", str(fresh), "--no-figures"]
+    assert main(["lifted-autoencoder", *args, "--method", "lbn-s", "--epochs", str(epochs)]) == 0
+    return _rows(fresh / "lbn-s" / "metrics.csv")
+
+
 def test_end_to_end_with_lr_grid_figures_and_resume(tmp_path, data_dir, capsys):
     out = tmp_path / "run"
-    args = [*COMMON, "--data-dir", str(data_dir), "--out", str(out)]
-    code = main(
-        [
-            "lifted-autoencoder",
-            *args,
-            "--method",
-            "lbn-s",
-            "sgd-bp",
-            "--lr",
-            "0.001",
-            "0.01",
-            "--epochs",
-            "2",
-        ]
-    )
+    code = _grid(data_dir, out, "--epochs", "2")
     assert code == 0
     printed = capsys.readouterr().out
     assert "lbn-s: epochs 2" in printed and "sgd-bp (lr" in printed
@@ -78,30 +80,41 @@ def test_end_to_end_with_lr_grid_figures_and_resume(tmp_path, data_dir, capsys):
     assert (out / "curves.png").stat().st_size > 0 and (
         out / "reconstructions.png"
     ).stat().st_size > 0
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "lbn-s" / "config.json").read_text())
     assert config["train_samples"] == 30 and config["val_samples"] == 12
 
+    # resume (same methods) continues every run from its checkpoint; lbn-s matches an
+    # uninterrupted run
+    assert _grid(data_dir, out, "--epochs", "3", "--resume") == 0
+    resumed = _rows(out / "lbn-s" / "metrics.csv")
+    assert [int(r["epoch"]) for r in resumed] == [1, 2, 3]
+    for lr in ("0.001", "0.01"):
+        rows = _rows(out / f"sgd-bp-lr{lr}" / "metrics.csv")
+        assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    straight = _uninterrupted_lbn_s(tmp_path, data_dir, 3)
+    assert float(resumed[-1]["train_objective"]) == pytest.approx(
+        float(straight[-1]["train_objective"]), rel=1e-6
+    )
+    assert set(json.loads((out / "summary.json").read_text())) == {"lbn-s", "sgd-bp"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=SystemExit,
+    reason="OUT/config.json holds every option of the chosen methods (vars(args)), so a "
+    "--resume naming other methods than the first invocation is refused by prepare_run "
+    "('momentum saved None, requested (absent)'): methods cannot be continued or added "
+    "one at a time, as the lifted_autoencoder module doc promises",
+)
+def test_resume_one_method_of_an_earlier_invocation(tmp_path, data_dir):
+    out = tmp_path / "run"
+    assert _grid(data_dir, out, "--epochs", "2") == 0
+    args = [*COMMON, "--data-dir", str(data_dir), "--out", str(out)]
     # resume continues the lbn-s run from its checkpoint and matches an uninterrupted run
     main(["lifted-autoencoder", *args, "--method", "lbn-s", "--epochs", "3", "--resume"])
     resumed = _rows(out / "lbn-s" / "metrics.csv")
     assert [int(r["epoch"]) for r in resumed] == [1, 2, 3]
-    fresh = tmp_path / "fresh"
-    main(
-        [
-            "lifted-autoencoder",
-            *COMMON,
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(fresh),
-            "--method",
-            "lbn-s",
-            "--epochs",
-            "3",
-            "--no-figures",
-        ]
-    )
-    straight = _rows(fresh / "lbn-s" / "metrics.csv")
+    straight = _uninterrupted_lbn_s(tmp_path, data_dir, 3)
     assert float(resumed[-1]["train_objective"]) == pytest.approx(
         float(straight[-1]["train_objective"]), rel=1e-6
     )
@@ -116,25 +129,31 @@ def test_denoising_and_other_methods(tmp_path, data_dir):
         "--denoise", "0.1", "--epochs", "1", "--method", "undercomplete", "bcd", "--lr", "0.001", "--code", "3",
     ])  # fmt: skip
     assert code == 0
-    assert (out / "undercomplete" / "final.json").exists() and (out / "bcd" / "final.json").exists()
+    assert (out / "undercomplete" / "summary.json").exists()
+    assert (out / "bcd" / "summary.json").exists()
     rows = _rows(out / "undercomplete" / "metrics.csv")
     assert float(rows[0]["train_sparsity"]) < 100
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "message", "by_validate"),
     [
-        (["--method", "nope"], "unknown method 'nope'; valid methods"),
-        (["--method", "lbn-s", "lbn-s"], "lists a method twice"),
-        (["--dataset", "cifar10"], "unknown dataset 'cifar10'"),
-        (["--epochs", "0"], "--epochs must be a positive integer"),
-        (["--alpha", "-1"], "--alpha must be >= 0"),
-        (["--denoise", "-0.5"], "--denoise \\(noise std\\) must be >= 0"),
-        (["--lr", "0.1", "-0.1"], "--lr values must be positive"),
-        (["--tau", "0"], "--tau must be positive"),
+        (["--method", "nope"], "unknown method 'nope'; valid methods", True),
+        (["--method", "lbn-s", "lbn-s"], "lists a method twice", True),
+        (["--dataset", "cifar10"], "invalid choice: 'cifar10'", False),  # argparse's choices
+        (["--epochs", "0"], "--epochs must be a positive integer", True),
+        (["--alpha", "-1"], "--alpha must be >= 0", True),
+        (["--denoise", "-0.5"], "--denoise \\(noise std\\) must be >= 0", True),
+        (
+            ["--method", "lbn-s", "sgd-bp", "--lr", "0.1", "-0.1"],
+            "--lr values must be positive",
+            True,
+        ),
+        (["--tau", "0"], "tau must be > 0; got 0.0", False),  # the method's Config
+        (["--sync-every", "0"], "sync_every must be a positive integer", False),
     ],
 )
-def test_error_paths(tmp_path, data_dir, extra, message, capsys):
+def test_error_paths(tmp_path, data_dir, extra, message, by_validate, capsys):
     with pytest.raises(SystemExit) as exc:
         main(
             [
@@ -148,7 +167,11 @@ def test_error_paths(tmp_path, data_dir, extra, message, capsys):
             ]
         )
     assert exc.value.code == 2
-    assert "bregnn lifted-autoencoder: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bregnn lifted-autoencoder: error:" in err
+    assert re.search(message, err), err
+    if not by_validate:
+        return
     from bregnn.cli import build_parser
     from bregnn.experiments.lifted_autoencoder import _validate
 
@@ -158,8 +181,9 @@ def test_error_paths(tmp_path, data_dir, extra, message, capsys):
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "run")]
     with pytest.raises(SystemExit) as exc:
-        main(["lifted-autoencoder", *COMMON, "--data-dir", str(tmp_path), "--epochs", "1"])
+        main(["lifted-autoencoder", *COMMON, "--data-dir", str(tmp_path), "--epochs", "1", *out])
     assert exc.value.code == 2
     assert "not found" in capsys.readouterr().err
 
@@ -174,10 +198,14 @@ def _distributed_worker(rank: int, port: int, argv: list[str]) -> None:
     assert main(argv) == 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=(mp.ProcessRaisedException, mp.ProcessExitedException),
+    reason="lifted_autoencoder._run reads result.history[-1]['train_objective'] on every "
+    "rank, but fit() evaluates only on rank 0: rank 1 raises KeyError 'train_objective'",
+)
 def test_distributed_run_with_two_processes(tmp_path, data_dir):
     import socket
-
-    import torch.multiprocessing as mp
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -191,17 +219,5 @@ def test_distributed_run_with_two_processes(tmp_path, data_dir):
     mp.spawn(_distributed_worker, args=(port, argv), nprocs=2, join=True)
     rows = _rows(out / "lbn-s" / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert json.loads((out / "lbn-s" / "config.json").read_text())["world_size"] == 2
     assert float(rows[1]["train_objective"]) < float(rows[0]["train_objective"])
-
-
-def test_distributed_resume_is_refused(tmp_path, data_dir):
-    from bregnn.cli import build_parser
-    from bregnn.experiments.lifted_autoencoder import _validate
-
-    args = build_parser().parse_args(["lifted-autoencoder", *COMMON, "--distributed", "--resume"])
-    with pytest.raises(ValueError, match="--resume is not supported with --distributed"):
-        _validate(args)
-    args = build_parser().parse_args(["lifted-autoencoder", *COMMON, "--sync-every", "0"])
-    with pytest.raises(ValueError, match="--sync-every must be a positive integer"):
-        _validate(args)

@@ -5,6 +5,8 @@ value."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -28,7 +30,9 @@ def _teacher(seed=0, m=40, sizes=(6, 5, 4, 3), act="relu", network_cls=LiftedNet
 
 def _train(name, epochs=3, seed=0, network_cls=LiftedNetwork, sizes=(6, 5, 4, 3), **extra):
     net, params, x0, y = _teacher(sizes=sizes, network_cls=network_cls)
-    solver = make_solver(name, net, **FAST, **extra)
+    fields = {f.name for f in dataclasses.fields(get_solver(name).Config)}
+    settings = {k: v for k, v in {**FAST, **extra}.items() if k in fields}
+    solver = make_solver(name, net, **settings)
     state = solver.init_state(params, x0, y)
     gen = torch.Generator().manual_seed(seed)
     start = solver.objective(state, x0, y)
@@ -40,8 +44,10 @@ def _train(name, epochs=3, seed=0, network_cls=LiftedNetwork, sizes=(6, 5, 4, 3)
 
 def test_new_solvers_are_registered():
     assert set(NEW) <= set(SOLVERS)
+    net, *_ = _teacher()
     for name in NEW:
-        assert get_solver(name).name == name
+        assert SOLVERS.key(name) == name
+        assert make_solver(name, net).name == name
 
 
 @pytest.mark.parametrize("name", ["lbn-s", "lbn-d", "linbreg", "constrained"])

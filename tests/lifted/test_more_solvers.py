@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bregnn.lifted import LiftedNetwork, Params, one_hot
-from bregnn.lifted.penalties import penalty
-from bregnn.lifted.solvers._step import initial_vectors, joint_step
+from bregnn.lifted.penalties import get_penalty
+from bregnn.lifted.solvers._step import initial_vectors, joint_step, warm_vectors
 from bregnn.lifted.solvers.constrained import (
     ConstrainedConfig,
     ConstrainedLifted,
@@ -63,13 +63,17 @@ def test_linbreg_without_sparsity_is_the_joint_proximal_gradient_step():
     solver = LinBreg(net, LinBregConfig(mu=0.0, delta=1.0, inner_iters=4, step_scale=0.9))
     state = solver.update(solver.init_state(params, x0, y), x0, y)
     aux, _ = net.forward(params, x0)
-    w_vecs, x_vecs = initial_vectors(net, D)
+    # the power iterations start as LinBreg's: warm on the initial weights and first inputs
+    w_vecs, x_vecs = initial_vectors(net, D, params)
+    _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux))
     p = params
     for _ in range(4):
         p, aux, w_vecs, x_vecs = joint_step(
-            net, penalty("bregman"), p, aux, x0, y, w_vecs, x_vecs, step_scale=0.9
+            net, get_penalty("bregman"), p, aux, x0, y, w_vecs, x_vecs, step_scale=0.9
         )
-    for a, b in zip((*state.weights, *state.biases), (*p.weights, *p.biases), strict=True):
+    for a, b in zip(
+        (*state.params.weights, *state.params.biases), (*p.weights, *p.biases), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -78,11 +82,11 @@ def test_linbreg_weights_are_the_shrunk_subgradient_and_start_exactly():
     cfg = LinBregConfig(mu=0.05, delta=2.0, batch_size=10, inner_iters=3)
     solver = LinBreg(net, cfg)
     state = solver.init_state(params, x0, y)
-    for w, w0, v in zip(state.weights, params.weights, state.v, strict=True):
+    for w, w0, v in zip(state.params.weights, params.weights, state.v, strict=True):
         torch.testing.assert_close(cfg.delta * shrink(v, cfg.mu), w0)
         assert torch.equal(w, w0)
     state, _ = solver.epoch(state, x0, y, gen)
-    for w, v in zip(state.weights, state.v, strict=True):
+    for w, v in zip(state.params.weights, state.v, strict=True):
         torch.testing.assert_close(w, cfg.delta * shrink(v, cfg.mu))
 
 
@@ -92,7 +96,7 @@ def test_linbreg_sparsity_increases_with_mu():
         net, params, x0, y, gen = _data()
         solver = LinBreg(net, LinBregConfig(mu=mu, batch_size=10, inner_iters=5))
         state = solver.run(solver.init_state(params, x0, y), x0, y, epochs=4, generator=gen)
-        sparsity.append(weight_sparsity(state.weights))
+        sparsity.append(weight_sparsity(state.params.weights))
     assert sparsity[0] == 0.0 and sparsity[0] < sparsity[1] < sparsity[2]
 
 
@@ -113,7 +117,7 @@ def test_residual_gradients_match_autograd(act):
     )
     y = torch.randn(40, 3, generator=gen, dtype=D)
     aux = [net.activations[l].rho(torch.randn(40, 5, generator=gen, dtype=D)) for l in range(3)]
-    pen = penalty("bregman")
+    pen = get_penalty("bregman")
     grads, g_aux, _ = net.smooth_grads(params, x0, aux, y, pen)
     leaves = [t.clone().requires_grad_(True) for t in (*params.weights, *params.biases, *aux)]
     p = Params(tuple(leaves[:4]), tuple(leaves[4:8]))
@@ -140,7 +144,7 @@ def test_residual_forward_is_consistent_and_matches_its_module():
     assert isinstance(model, ResidualMLP)
     torch.testing.assert_close(model(x0), z_out)
     # at the forward pass every Bregman coupling vanishes
-    parts = net.energy(params, x0, incs, y, penalty("bregman"))
+    parts = net.energy(params, x0, incs, y, get_penalty("bregman"))
     assert all(float(c) == 0.0 for c in parts.coupling)
     labels = y.argmax(-1)
     acc = net.evaluate(params, x0, labels)["accuracy"]
