@@ -114,6 +114,17 @@ def dilogarithm(x: Tensor) -> Tensor:
     return torch.where(refl, reflected, series)
 
 
+def _half_log1p_square(z: Tensor) -> Tensor:
+    r""":math:`\tfrac12\log(1 + z^2)` without overflow: :math:`\log|z| + \tfrac12\log(1 +
+    z^{-2})` for :math:`|z| > 1` (``z * z`` overflows float32 beyond :math:`1.8\cdot10^{19}`)."""
+    a = z.abs()
+    big = a > 1
+    safe_big = torch.where(big, a, 2.0)
+    safe_small = torch.where(big, 0.0, z)
+    far = torch.log(safe_big) + 0.5 * torch.log1p(safe_big.reciprocal().square())
+    return torch.where(big, far, 0.5 * torch.log1p(safe_small * safe_small))
+
+
 def _li2_series(y: Tensor) -> Tensor:
     r""":math:`\sum_{k\ge1} y^k/k^2` for ``y`` in ``[0, 1/2]`` by Horner's rule. The terms
     dropped after ``n`` sum to at most :math:`2^{-n}/n^2` (relative ``1e-19`` for float64's
@@ -579,7 +590,7 @@ class Atan(Activation):
         return -torch.log(torch.sin(_half_pi_minus_abs(x).clamp(min=0)))
 
     def phi_conj(self, z: Tensor) -> Tensor:
-        return z * torch.atan(z) - 0.5 * torch.log1p(z * z)
+        return z * torch.atan(z) - _half_log1p_square(z)
 
 
 class ScaledAtan(Activation):
@@ -605,7 +616,7 @@ class ScaledAtan(Activation):
         return -torch.log(torch.sin(HALF_PI * (1 - x.abs()).clamp(min=0))) / HALF_PI
 
     def phi_conj(self, z: Tensor) -> Tensor:
-        return (z * torch.atan(z) - 0.5 * torch.log1p(z * z)) / HALF_PI
+        return (z * torch.atan(z) - _half_log1p_square(z)) / HALF_PI
 
 
 class ISRU(Activation):
@@ -617,7 +628,7 @@ class ISRU(Activation):
     lo, hi, lipschitz = -1.0, 1.0, 1.0
 
     def rho(self, z: Tensor) -> Tensor:
-        return z * torch.rsqrt(1 + z * z)
+        return z / torch.hypot(z, torch.ones_like(z))  # z * rsqrt(1 + z^2) is 0 once z^2 = inf
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return y * torch.rsqrt((1 - y) * (1 + y))
@@ -680,6 +691,19 @@ class Softplus(Activation):
     def _phi(self, x: Tensor) -> Tensor:
         bx = self.beta * x
         return (0.5 * bx * bx + _li2_exp_neg(bx)) / self.beta**2
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        r""":math:`\sum \tfrac12(x-y)^2 + (x-y)\,\mathrm{softplus}_\beta(-z)
+        + (\mathrm{Li}_2(e^{-\beta x}) - \mathrm{Li}_2(e^{-\beta y}))/\beta^2` with
+        :math:`y = \rho(z)`: this is :math:`\phi(x) - \phi(y) - z(x - y)` with
+        :math:`y - z = \mathrm{softplus}_\beta(-z)`. No term grows like :math:`z^2` (the
+        generic form subtracts such terms and overflows to NaN in float32 for
+        :math:`|z| > 10^{19}`), and it is exactly 0 at :math:`x = \rho(z)`."""
+        y = self.rho(z)
+        gap = x - y
+        li2 = (_li2_exp_neg(self.beta * x) - _li2_exp_neg(self.beta * y)) / self.beta**2
+        shift = nn.functional.softplus(-z, beta=self.beta)
+        return (0.5 * gap * gap + gap * shift + li2).sum(-1).clamp(min=0)
 
 
 class Sin(Activation):

@@ -112,7 +112,9 @@ def test_convex_in_each_argument(name, u1, u2, z1, z2):
     )
 
 
-@pytest.mark.parametrize("name", ["relu", "soft_threshold", "tanh", "sigmoid", "softmax"])
+@pytest.mark.parametrize(
+    "name", ["relu", "soft_threshold", "tanh", "sigmoid", "softmax", "softplus"]
+)
 @settings(max_examples=25, deadline=None)
 @given(u=vectors, z=vectors)
 def test_closed_form_matches_phi_plus_conjugate(name, u, z):
@@ -249,3 +251,20 @@ def test_gradcheck_in_the_interior(name):
     torch.autograd.gradcheck(
         lambda a, b: bregman_loss(a, b, act), (x.requires_grad_(), z.requires_grad_())
     )
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "softmax"])
+def test_float32_loss_at_huge_preactivations_is_never_nan(name):
+    # |z| up to the float32 maximum: z * z overflows, which the closed forms must not meet
+    act = activation(name)
+    z = torch.tensor([1e30, -1e30, 3e38, -3e38, 1e20, -1e20, 1e10]).reshape(-1, 1)
+    if name == "asinh":  # cosh(asinh(z)) itself overflows float32 from |z| = 1.7e38 on
+        z = z[z.abs() < 1e38].reshape(-1, 1)
+    for x in (act.rho(z), act.clamp_to_closed_domain(torch.full_like(z, 0.5))):
+        xx, zz = x.clone().requires_grad_(True), z.clone().requires_grad_(True)
+        loss = bregman_loss(xx, zz, act)
+        gx, gz = torch.autograd.grad(loss.sum(), (xx, zz))
+        assert not loss.isnan().any() and (loss >= 0).all(), (name, x, loss)
+        assert not gx.isnan().any() and not gz.isnan().any()
+    if name not in ("atan", "scaled_atan"):  # rho saturates onto / past their infinite edge
+        assert (bregman_loss(act.rho(z), z, act) == 0).all()
