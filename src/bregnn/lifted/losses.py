@@ -22,6 +22,10 @@ cancellation in the generic form:
 - sigmoid: :math:`\sum x\log x + (1-x)\log(1-x) + \log(1+e^z) - xz`;
 - tanh: :math:`\sum \tfrac12[(1+x)\log(1+x) + (1-x)\log(1-x)] + \log\cosh z - xz`;
 - identity: :math:`\tfrac12|x - z|^2`;
+- atan: :math:`\sum -\log\cos x - \tfrac12\log(1+z^2) + z(\arctan z - x)` (scaled atan
+  alike), softplus: :math:`\sum \tfrac12(x-y)^2 + (x-y)\,\mathrm{softplus}_\beta(-z) +
+  (\mathrm{Li}_2(e^{-\beta x}) - \mathrm{Li}_2(e^{-\beta y}))/\beta^2`, :math:`y = \rho(z)`:
+  no term grows like :math:`z^2`;
 - softmax: :math:`\sum_i x_i\log x_i + \operatorname{logsumexp}(z) - \langle x, z\rangle
   = \mathrm{KL}(x\,\|\,\mathrm{softmax}(z))` on the simplex (a shifted multinomial logistic
   loss: cross-entropy minus the entropy of ``x``).
