@@ -28,6 +28,7 @@ def test_the_commands_are_listed_explicitly() -> None:
         "image-classify",
         "lifted-classify",
         "lifted-autoencoder",
+        "reproduce",
     ]
 
 

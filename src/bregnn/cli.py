@@ -37,6 +37,7 @@ from bregnn.experiments import (
     image_classify,
     lifted_autoencoder,
     lifted_classify,
+    reproduce,
     two_spiral,
 )
 from bregnn.registry import Registry
@@ -45,7 +46,15 @@ from bregnn.utils import positive_int
 __all__ = ["COMMANDS", "DefaultsFormatter", "build_parser", "command_parser", "main"]
 
 COMMANDS: Registry[ModuleType] = Registry("command")
-for _module in (demo, two_spiral, depth_study, image_classify, lifted_classify, lifted_autoencoder):
+for _module in (
+    demo,
+    two_spiral,
+    depth_study,
+    image_classify,
+    lifted_classify,
+    lifted_autoencoder,
+    reproduce,
+):
     COMMANDS.register(_module.NAME, _module)
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130

@@ -68,6 +68,7 @@ __all__ = [
     "jsonable",
     "load_checkpoint",
     "prepare_run",
+    "prepare_run_ranks",
     "save_checkpoint",
     "write_json",
 ]
@@ -404,4 +405,31 @@ def prepare_run(
         raise RunError(
             f"cannot write the run directory {out}: {_os_reason(err, out)}; choose another --out"
         ) from None
+    return resumed
+
+
+def prepare_run_ranks(
+    out: str | os.PathLike,
+    config: Mapping[str, Any],
+    ctx: Any,
+    *,
+    resume: bool,
+    overwrite: bool = False,
+    mutable: Collection[str] = MUTABLE_KEYS,
+) -> bool:
+    """:func:`prepare_run` for every rank of a process group (``ctx``, a
+    :class:`bregnn.distributed.DistContext`): every rank checks ``out`` before rank 0
+    writes anything (so no rank mistakes rank 0's fresh ``config.json`` for an older run),
+    then rank 0 prepares it while the others wait. One process: :func:`prepare_run`."""
+    from bregnn.distributed import barrier
+
+    if ctx.world_size == 1:
+        return prepare_run(out, config, resume=resume, overwrite=overwrite, mutable=mutable)
+    resumed = prepare_run(
+        out, config, resume=resume, overwrite=overwrite, mutable=mutable, main=False
+    )
+    barrier(ctx)
+    if ctx.is_main:
+        prepare_run(out, config, resume=resume, overwrite=overwrite, mutable=mutable)
+    barrier(ctx)
     return resumed

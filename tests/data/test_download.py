@@ -84,7 +84,10 @@ def _with_md5s(monkeypatch, name: str, payloads: dict[str, bytes]) -> registry_m
         for r in spec.remote
     )
     patched = dataclasses.replace(spec, remote=remote)
-    monkeypatch.setitem(registry_module.DATASETS, name, patched)
+    datasets = registry_module.Registry("dataset", normalize=registry_module.dataset_key)
+    for key, entry in registry_module.DATASETS.items():
+        datasets.register(key, patched if key == spec.name else entry)
+    monkeypatch.setattr(registry_module, "DATASETS", datasets)
     return patched
 
 

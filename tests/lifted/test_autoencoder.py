@@ -56,13 +56,18 @@ def test_noise_has_the_requested_std_and_is_seeded():
 
 
 def test_sparse_autoencoder_is_equation_26():
+    """The paper's Section 6.2: L = 4 affine layers, the code on x_2 = x_{L/2}."""
     net = sparse_autoencoder(0.09, dim=20, width=12)
-    assert net.sizes == (20, 12, 12, 12, 12, 20)
+    assert net.sizes == (20, 12, 12, 12, 20)
     kinds = [type(a) for a in net.activations]
-    assert kinds == [ReLU, ReLU, SoftThreshold, ReLU]
-    assert net.activations[2].alpha == 0.09
-    assert isinstance(net.regularisers[2], L1) and net.regularisers[2].alpha == 0.09
+    assert kinds == [ReLU, SoftThreshold, ReLU]
+    assert net.activations[1].alpha == 0.09
+    assert isinstance(net.regularisers[1], L1) and net.regularisers[1].alpha == 0.09
+    assert [r is None for r in net.regularisers] == [True, False, True]
     assert net.output.name == "identity"
+    deeper = sparse_autoencoder(0.09, dim=20, width=12, n_layers=6)
+    assert deeper.sizes == (20, 12, 12, 12, 12, 12, 20)
+    assert type(deeper.activations[2]) is SoftThreshold
     under = undercomplete_autoencoder(dim=20, width=12, code=5)
     assert under.sizes == (20, 12, 5, 12, 20) and all(r is None for r in under.regularisers)
 
@@ -73,15 +78,15 @@ def test_objective_is_mse_plus_l1_of_the_code_and_the_lifted_energy_at_the_forwa
     x = _images(dtype=D)
     value = forward_objective(net, params, x, x)
     hidden, z = net.forward(params, x)
-    manual = 0.5 * ((z - x) ** 2).sum(-1) + 0.1 * hidden[2].abs().sum(-1)
+    manual = 0.5 * ((z - x) ** 2).sum(-1) + 0.1 * hidden[1].abs().sum(-1)
     torch.testing.assert_close(value, manual)
     energy = net.energy(params, x, hidden, x, get_penalty("bregman")).total
     torch.testing.assert_close(energy, value.sum())
-    metrics = evaluate_regression(net, params, x, x, sparsity_layers=[3], chunk=7)
+    metrics = evaluate_regression(net, params, x, x, sparsity_layers=[2], chunk=7)
     assert metrics["objective"] == pytest.approx(float(manual.mean()), rel=1e-12)
     assert metrics["loss"] == pytest.approx(float(0.5 * ((z - x) ** 2).sum(-1).mean()), rel=1e-12)
     assert metrics["mse"] == pytest.approx(float(((z - x) ** 2).mean()), rel=1e-12)
-    code_sparsity = 100.0 * (hidden[2] == 0).to(D).mean()  # percent of exact zeros
+    code_sparsity = 100.0 * (hidden[1] == 0).to(D).mean()  # percent of exact zeros
     assert metrics["sparsity"] == pytest.approx(float(code_sparsity), rel=1e-12)
 
 
@@ -129,11 +134,11 @@ def test_code_sparsity_increases_with_alpha():
     for alpha in (0.0, 0.05, 0.3):
         net = sparse_autoencoder(alpha, dim=16, width=16)
         params = net.init_params(torch.Generator().manual_seed(0))
-        solver = make_solver("lbn-s", net, batch_size=20, inner_iters=10, tau=1.0)
+        solver = make_solver("lbn-s", net, batch_size=20, inner_iters=10, tau=20.0)
         state = solver.run(
             solver.init_state(params, x, x), x, x, 5, torch.Generator().manual_seed(0)
         )
-        rates.append(evaluate_regression(net, solver.params(state), x, x, [3])["sparsity"])
+        rates.append(evaluate_regression(net, solver.params(state), x, x, [2])["sparsity"])
     assert rates[0] < rates[1] < rates[2], rates
 
 
@@ -158,7 +163,7 @@ def test_error_paths(tmp_path):
         split_subsets(torch.zeros(10, 2), torch.zeros(3, 2), 10)
     with pytest.raises(ValueError, match="val_size must be in \\[1, 8\\]"):
         split_subsets(torch.zeros(10, 2), torch.zeros(3, 2), 5, val_size=9)
-    with pytest.raises(ValueError, match="code_layer must be a hidden layer in \\[1, 4\\]"):
+    with pytest.raises(ValueError, match="code_layer must be a hidden layer in \\[1, 3\\]"):
         sparse_autoencoder(0.1, code_layer=5)
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         sparse_autoencoder(-0.1)

@@ -98,14 +98,6 @@ def test_end_to_end_with_lr_grid_figures_and_resume(tmp_path, data_dir, capsys):
     assert set(json.loads((out / "summary.json").read_text())) == {"lbn-s", "sgd-bp"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SystemExit,
-    reason="OUT/config.json holds every option of the chosen methods (vars(args)), so a "
-    "--resume naming other methods than the first invocation is refused by prepare_run "
-    "('momentum saved None, requested (absent)'): methods cannot be continued or added "
-    "one at a time, as the lifted_autoencoder module doc promises",
-)
 def test_resume_one_method_of_an_earlier_invocation(tmp_path, data_dir):
     out = tmp_path / "run"
     assert _grid(data_dir, out, "--epochs", "2") == 0
@@ -198,12 +190,6 @@ def _distributed_worker(rank: int, port: int, argv: list[str]) -> None:
     assert main(argv) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(mp.ProcessRaisedException, mp.ProcessExitedException),
-    reason="lifted_autoencoder._run reads result.history[-1]['train_objective'] on every "
-    "rank, but fit() evaluates only on rank 0: rank 1 raises KeyError 'train_objective'",
-)
 def test_distributed_run_with_two_processes(tmp_path, data_dir):
     import socket
 

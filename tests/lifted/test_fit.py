@@ -199,9 +199,9 @@ def test_cli_options_are_the_methods_config_fields(capsys):
     for name, (_, default, _) in config_fields(SOLVERS.get("bcd").Config).items():
         assert f"--{name.replace('_', '-')}" in text
         assert f"bcd: {default}" in text
-    assert "--alternating" not in text  # an LBN-S setting
+    assert "--step-rule" not in text  # an LBN-S setting
     with pytest.raises(SystemExit):
-        cli_parser(["--method", "bcd"]).parse_args(["--method", "bcd", "--alternating"])
+        cli_parser(["--method", "bcd"]).parse_args(["--method", "bcd", "--step-rule", "literal"])
 
 
 def test_fit_on_sequential_equals_cli_csv(tmp_path, monkeypatch, fake_idx_data):
@@ -210,6 +210,7 @@ def test_fit_on_sequential_equals_cli_csv(tmp_path, monkeypatch, fake_idx_data):
         "--dataset", "mnist", "--layers", "784", "12", "10", "--method", "lbn-s",
         "--epochs", "2", "--inner-iters", "3", "--batch-size", "50", "--tau", "1",
         "--out", str(tmp_path / "cli"), "--no-progress", "--data-dir", str(fake_idx_data),
+        "--center", "none",
     ]  # fmt: skip
     assert lifted_classify.run(cli_parser(argv).parse_args(argv)) == 0
     from bregnn.data import load_vectors

@@ -13,7 +13,7 @@ import torch
 from bregnn.lifted import SOLVERS, LiftedNetwork, Params, get_solver, make_solver, one_hot
 from bregnn.lifted.penalties import get_penalty
 from bregnn.lifted.solvers import state_from_dict, state_to_dict
-from bregnn.lifted.solvers._step import initial_vectors, joint_step
+from bregnn.lifted.solvers._step import initial_vectors, joint_step, literal_sweep
 
 FAST = {"batch_size": 10, "inner_iters": 5, "tau": 10.0, "lr": 0.1}
 
@@ -126,13 +126,6 @@ def test_epochs_must_be_positive():
         solver.run(solver.init_state(params, x0, y), x0, y, 0, torch.Generator())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="Solver.epoch (bregnn.lifted.fit.run_epoch) no longer checks the data against the "
-    "layer sizes: a mismatch fails inside torch.addmm with a RuntimeError instead of the "
-    "ValueError naming the sizes (only fit() calls network.check_data)",
-)
 def test_wrong_layer_sizes_in_data():
     net, _, params, x0, y = _teacher()
     solver = make_solver("lbn-s", net)
@@ -153,7 +146,7 @@ def test_proximal_gradient_and_implicit_stochastic_agree():
     params = net.init_params(gen, dtype=torch.float64)
     lbn_d = make_solver("lbn-d", net, inner_iters=200, acceleration="nesterov")
     sd = lbn_d.run(lbn_d.init_state(params, x0, y), x0, y, 2, gen)
-    lbn_s = make_solver("lbn-s", net, batch_size=30, inner_iters=200, tau=1.0)
+    lbn_s = make_solver("lbn-s", net, batch_size=30, inner_iters=200, tau=30.0)
     ss = lbn_s.run(lbn_s.init_state(params, x0, y), x0, y, 12, gen)
     design = torch.cat([x0, torch.ones(30, 1, dtype=torch.float64)], 1)
     theta = torch.linalg.lstsq(design, y).solution
@@ -304,10 +297,77 @@ def test_alternating_step_is_the_theta_step_then_the_x_step_at_the_new_theta(act
 def test_alternating_lbn_s_lowers_the_batch_energy_at_the_papers_step():
     net, _, params, x0, y = _teacher(m=60)
     solver = make_solver(
-        "lbn-s", net, batch_size=60, inner_iters=15, tau=1.0, step_scale=1.99, alternating=True
+        "lbn-s",
+        net,
+        batch_size=60,
+        inner_iters=15,
+        tau=60.0,
+        step_scale=1.99,
+        step_rule="alternating",
     )
     state = solver.init_state(params, x0, y)
     start = solver.objective(state, x0, y)
     for _ in range(5):
         state = solver.update(state, x0, y)
     assert solver.objective(state, x0, y) < 0.8 * start
+
+
+def _ridge(x0, y, w0, b0, tau):
+    """argmin_Theta (1/m) sum_i 1/2 |W x_i + b - y_i|^2 + |Theta - Theta_0|^2 / (2 tau)."""
+    m = x0.shape[0]
+    design = torch.cat([x0, torch.ones(m, 1, dtype=x0.dtype)], 1)
+    theta0 = torch.cat([w0, b0[:, None]], 1).T
+    eye = torch.eye(design.shape[1], dtype=x0.dtype)
+    theta = torch.linalg.solve(design.T @ design / m + eye / tau, design.T @ y / m + theta0 / tau)
+    return theta[:-1].T, theta[-1]
+
+
+@pytest.mark.parametrize(("method", "extra"), [("lbn-s", {}), ("isgd-bp", {"lr": 0.05})])
+@pytest.mark.parametrize("tau", [0.5, 4.0])
+def test_tau_is_the_papers_tau_k(method, extra, tau):
+    """One batch of a convex one-layer MSE problem: LBN-S (eq. 24) and ISGD-BP (eq. 22) reach
+    the minimiser of the batch MEAN plus |Theta - Theta_0|^2 / (2 tau)."""
+    gen = torch.Generator().manual_seed(3)
+    net = LiftedNetwork([4, 2], "relu")
+    x0 = torch.randn(25, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(25, 2, generator=gen, dtype=torch.float64)
+    params = net.init_params(gen, dtype=torch.float64)
+    solver = make_solver(method, net, batch_size=25, inner_iters=3000, tau=tau, **extra)
+    state = solver.update(solver.init_state(params, x0, y), x0, y)
+    w, b = _ridge(x0, y, params.weights[0], params.biases[0], tau)
+    torch.testing.assert_close(state.params.weights[0], w, atol=1e-7, rtol=1e-7)
+    torch.testing.assert_close(state.params.biases[0], b, atol=1e-7, rtol=1e-7)
+
+
+def test_literal_sweep_on_one_layer_is_plain_gradient_steps_and_descends():
+    """With one layer (no auxiliary variables) Algorithm 1 read literally is N gradient steps
+    on Theta_1: N simultaneous steps. On a deeper network each pair step lowers the energy."""
+    net, teacher, _, x0, y = _teacher(dtype=torch.float64)
+    one = LiftedNetwork([6, 3], "relu")
+    params = one.init_params(torch.Generator().manual_seed(0), dtype=torch.float64)
+    vecs = initial_vectors(one, torch.float64, params)
+    pen = get_penalty("bregman")
+    lit = literal_sweep(one, pen, params, (), x0, y, *vecs, step_scale=1.0, inner_iters=4)
+    p, a, w, v = params, (), *vecs
+    for _ in range(4):
+        p, a, w, v = joint_step(one, pen, p, a, x0, y, w, v, step_scale=1.0)
+    torch.testing.assert_close(lit[0].weights[0], p.weights[0])
+    solver = make_solver("lbn-s", net, batch_size=40, inner_iters=5, tau=1e6, step_rule="literal")
+    start = net.init_params(torch.Generator().manual_seed(1), dtype=torch.float64)
+    state = solver.init_state(start, x0, y)
+    aux, _ = net.forward(start, x0)
+    before = net.energy(start, x0, aux, y, pen).total
+    state = solver.update(state, x0, y)
+    assert solver.metrics(state)["energy"] * x0.shape[0] < float(before)
+
+
+def test_lbn_d_starts_every_epoch_from_the_forward_pass():
+    net, _, _, x0, y = _teacher(dtype=torch.float64)
+    params = net.init_params(torch.Generator().manual_seed(0), dtype=torch.float64)
+    for reinit in (True, False):
+        solver = make_solver("lbn-d", net, inner_iters=3, reinit_aux=reinit)
+        state = solver.run(solver.init_state(params, x0, y), x0, y, 1, torch.Generator())
+        started = solver.start_epoch(state, x0, y)
+        forward, _ = net.forward(state.params, x0)
+        for a, f, kept in zip(started.aux, forward, state.aux, strict=True):
+            torch.testing.assert_close(a, f if reinit else kept)

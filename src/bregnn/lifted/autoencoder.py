@@ -1,16 +1,17 @@
 r"""Sparse (denoising) autoencoders for lifted Bregman training: data, networks, metrics,
 backprop baselines and figures.
 
-**Sparse autoencoder** (the paper's equation 26). Five layers of width 784,
-:math:`x_1 = \mathrm{ReLU}(W_1 x_0 + b_1)`, :math:`x_2 = \mathrm{ReLU}(\cdot)`, the code
-:math:`x_3 = S_\alpha(W_3 x_2 + b_3)` (soft-thresholding), :math:`x_4 = \mathrm{ReLU}(\cdot)`
-and the identity output :math:`z_5 = W_5 x_4 + b_5`; training minimises
+**Sparse autoencoder** (the paper's equation 26 and Section 6.2: :math:`L = 4` affine
+layers of width 784, the code on :math:`x_{L/2} = x_2`):
+:math:`x_1 = \mathrm{ReLU}(W_1 x_0 + b_1)`, the code
+:math:`x_2 = S_\alpha(W_2 x_1 + b_2)` (soft-thresholding), :math:`x_3 = \mathrm{ReLU}(\cdot)`
+and the identity output :math:`z_4 = W_4 x_3 + b_4`; training minimises
 
 .. math::
 
-    F(\Theta) = \frac1n\sum_{i=1}^n \tfrac12|z_5(x_{0,i}) - y_i|^2 + \alpha|x_{3,i}|_1,
+    F(\Theta) = \frac1n\sum_{i=1}^n \tfrac12|z_4(x_{0,i}) - y_i|^2 + \alpha|x_{2,i}|_1,
 
-with :math:`y = x_0` (reconstruction). In the lifted energy :math:`\alpha|x_3|_1` is an
+with :math:`y = x_0` (reconstruction). In the lifted energy :math:`\alpha|x_2|_1` is an
 :class:`~bregnn.lifted.penalties.L1` regulariser folded into the code layer's prox
 (:math:`S_{t\lambda\alpha}\circ S_{t\alpha}`), so at the forward pass (where every Bregman
 coupling vanishes) the lifted energy per sample equals :math:`F`.
@@ -23,7 +24,7 @@ the clean image :math:`y`.
 :func:`bregnn.lifted.fit.evaluate_regression` with the code layer: the training objective
 :math:`F`, the reconstruction loss :math:`\tfrac12|z - y|^2` per sample (``loss``), the
 per-pixel mean squared error (``mse``) and the code sparsity rate (percent of exact zeros of
-:math:`x_3`).
+the code).
 
 **Backprop baselines** ``gd-bp``, ``sgd-bp``, ``isgd-bp`` differentiate the whole objective
 :math:`F` (:func:`~bregnn.lifted.network.forward_objective`: the output loss plus every
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from bregnn.activations import Identity, ReLU, SoftThreshold
 from bregnn.data import load_vectors
+from bregnn.data.centering import center
 from bregnn.lifted.network import LiftedNetwork
 from bregnn.lifted.penalties import L1
 
@@ -70,12 +72,15 @@ def load_images(name: str, split: str, data_dir: str | os.PathLike) -> Tensor:
 
 
 class AEData(NamedTuple):
-    """Inputs and targets of the training and validation sets (rows are images)."""
+    """Inputs and targets of the training and validation sets (rows are images, centred
+    when asked); ``val_offset`` is what centring subtracted from the validation images
+    (added back to show them)."""
 
     train_input: Tensor
     train_target: Tensor
     val_input: Tensor
     val_target: Tensor
+    val_offset: Tensor | float = 0.0
 
 
 def add_noise(x: Tensor, std: float, generator: torch.Generator) -> Tensor:
@@ -120,9 +125,11 @@ def autoencoder_data(
     seed: int = 0,
     val_size: int | None = None,
     noise_std: float = 0.0,
+    centering: str = "none",
 ) -> AEData:
     """MNIST-1K / Fashion-MNIST-1K/-10K style data: ``train_size`` seeded training images,
-    validation on the rest of the files; inputs with Gaussian noise of ``noise_std``
+    validation on the rest of the files; images centred by ``centering``
+    (:func:`bregnn.data.centering.center`), inputs with Gaussian noise of ``noise_std``
     (fixed per image, seeded) and clean targets."""
     train, val = split_subsets(
         load_images(name, "train", data_dir),
@@ -131,8 +138,11 @@ def autoencoder_data(
         seed,
         val_size,
     )
+    (train, val), (_, val_offset) = center(train, [val], centering)
     gen = torch.Generator().manual_seed(seed + 1)
-    return AEData(add_noise(train, noise_std, gen), train, add_noise(val, noise_std, gen), val)
+    return AEData(
+        add_noise(train, noise_std, gen), train, add_noise(val, noise_std, gen), val, val_offset
+    )
 
 
 # -- networks -------------------------------------------------------------------------------------
@@ -140,15 +150,18 @@ def sparse_autoencoder(
     alpha: float,
     dim: int = 784,
     width: int = 784,
-    n_layers: int = 5,
-    code_layer: int = 3,
+    n_layers: int = 4,
+    code_layer: int | None = None,
     threshold: float | None = None,
 ) -> LiftedNetwork:
-    r"""The sparse autoencoder: ``n_layers`` layers (``dim-width-...-width-dim``), ReLU on
-    every hidden layer except the code layer ``code_layer`` (soft-thresholding
-    :math:`S_{\text{threshold}}`, default ``threshold = alpha``) with the regulariser
-    :math:`\alpha|x_{\text{code}}|_1`, identity output."""
+    r"""The sparse autoencoder of the paper's Section 6.2: ``n_layers`` affine layers
+    (``dim-width-...-width-dim``; the paper's :math:`L = 4`), ReLU on every hidden layer
+    except the code layer ``code_layer`` (default ``n_layers // 2``: the paper's
+    :math:`x_{L/2} = x_2`), which applies soft-thresholding :math:`S_{\text{threshold}}`
+    (default ``threshold = alpha``) and carries the regulariser :math:`\alpha|x_{\text{code}}|_1`;
+    identity output (MSE)."""
     n_hidden = n_layers - 1
+    code_layer = n_layers // 2 if code_layer is None else code_layer
     if not 1 <= code_layer <= n_hidden:
         raise ValueError(f"code_layer must be a hidden layer in [1, {n_hidden}]; got {code_layer}")
     if not alpha >= 0:

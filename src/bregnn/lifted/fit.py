@@ -39,7 +39,7 @@ from bregnn.runs import (
     CSVLogger,
     RunError,
     load_checkpoint,
-    prepare_run,
+    prepare_run_ranks,
     save_checkpoint,
     write_json,
 )
@@ -95,6 +95,8 @@ def run_epoch(
     With several ranks see the module doc (``sync_every``: updates between averages)."""
     ctx = ctx or DistContext()
     world = ctx.world_size
+    if isinstance(getattr(solver, "network", None), LiftedNetwork):
+        solver.network.check_data(x0, y)
     if sync_every is not None and not (isinstance(sync_every, int) and sync_every >= 1):
         raise ValueError(f"sync_every must be a positive integer or None; got {sync_every!r}")
     n = x0.shape[0]
@@ -106,6 +108,9 @@ def run_epoch(
         batches = solver.batches(n, generator, size)
         if world > 1:
             batches = [distributed.shard(b, ctx.rank, world) for b in batches if len(b) >= world]
+    if solver.full_batch:
+        part = batches[0]
+        state = solver.start_epoch(state, *((x0, y) if part is None else (x0[part], y[part])))
     names = solver.metric_names()
     total = torch.zeros(len(names), dtype=torch.float64)
     count = 0
@@ -293,9 +298,7 @@ def fit(
     generator = seed_everything(seed)
     state, history, start = None, [], 0
     if run_dir is not None:
-        resuming = prepare_run(
-            run_dir, config, resume=resume, overwrite=overwrite, main=ctx.is_main
-        )
+        resuming = prepare_run_ranks(run_dir, config, ctx, resume=resume, overwrite=overwrite)
         ckpt_path = run_dir / ("checkpoint.pt" if ctx.is_main else f"checkpoint.rank{ctx.rank}.pt")
         if resuming and ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path, kind=CHECKPOINT_KIND)

@@ -341,9 +341,7 @@ class LiftedNetwork:
                 lin.bias.copy_(b)
             layers.append(lin)
             if l < len(self.activations):
-                layers.append(
-                    get_activation(self.activations[l].name, **self.activations[l].params())
-                )
+                layers.append(copy.deepcopy(self.activations[l]))
         if isinstance(self.output, Softmax):
             layers.append(Softmax())
         return nn.Sequential(*layers)
@@ -399,18 +397,22 @@ class LiftedNetwork:
 
     def prox_g(self, aux: Sequence[Tensor], steps: Sequence[Tensor | float], penalty: Penalty):
         """Per hidden layer :math:`x_l \\mapsto
-        \\operatorname{prox}_{t_l(\\lambda_l\\Psi_l + R_l)}(x_l)`."""
-        out = []
-        for l, (v, t, act) in enumerate(zip(aux, steps, self.activations, strict=True)):
-            t_psi = t * self.lambdas[l] if penalty.uses_psi else 0.0
-            reg = self.regularisers[l]
-            if reg is not None:
-                out.append(reg.prox(v, t, act, t_psi))
-            elif penalty.uses_psi:
-                out.append(act.prox(v, t_psi))
-            else:
-                out.append(v)
-        return tuple(out)
+        \\operatorname{prox}_{t_l(\\lambda_l\\Psi_l + R_l)}(x_l)` (see :meth:`prox_layer`)."""
+        return tuple(
+            self.prox_layer(l, v, t, penalty)
+            for l, (v, t) in enumerate(zip(aux, steps, strict=True))
+        )
+
+    def prox_layer(self, l: int, v: Tensor, t: Tensor | float, penalty: Penalty) -> Tensor:
+        """:math:`\\operatorname{prox}_{t(\\lambda\\Psi + R)}(v)` of hidden layer ``l``
+        (0-based)."""
+        act, reg = self.activations[l], self.regularisers[l]
+        t_psi = t * self.lambdas[l] if penalty.uses_psi else 0.0
+        if reg is not None:
+            return reg.prox(v, t, act, t_psi)
+        if penalty.uses_psi:
+            return act.prox(v, t_psi)
+        return v
 
     # -- diagnostics --------------------------------------------------------------------------
     def consistency(self, zs: Sequence[Tensor], aux: Sequence[Tensor]) -> list[Tensor]:

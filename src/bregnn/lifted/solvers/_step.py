@@ -44,6 +44,7 @@ from bregnn.lifted.solvers.base import power_step, power_step_augmented
 __all__ = [
     "initial_vectors",
     "joint_step",
+    "literal_sweep",
     "output_curvature",
     "theta_step_sizes",
     "warm_vectors",
@@ -215,6 +216,63 @@ def joint_step(
         half = [h + s for h, s in zip(half, shift[1], strict=True)]
     new_aux = network.prox_g(half, step_x, penalty)
     return new_params, new_aux, tuple(new_w_vecs), tuple(new_x_vecs)
+
+
+def literal_sweep(
+    network: LiftedNetwork,
+    penalty: Penalty,
+    params: Params,
+    aux: Sequence[Tensor],
+    x0: Tensor,
+    y: Tensor,
+    w_vecs: Sequence[Tensor],
+    x_vecs: Sequence[Tensor],
+    *,
+    step_scale: float,
+    inner_iters: int,
+    tau: float = 0.0,
+    anchor: Params | None = None,
+    input_sq: float | None = None,
+) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]:
+    r"""Algorithm 1 of the paper read literally: for :math:`l = L, \dots, 1`,
+    ``inner_iters`` iterations on the pair :math:`(\Theta_l, x_{l-1})` while every other
+    block stays fixed, each a gradient step on :math:`\Theta_l` (step ``step_scale`` over
+    :math:`\lambda_l c_l|\tilde X_{l-1}|^2 + \tau`) followed by a proximal-gradient step
+    on :math:`x_{l-1}` at the new :math:`\Theta_l` (step ``step_scale`` over
+    :math:`\lambda_{l-1} + \lambda_l c_l|W_l|^2`; none for :math:`l = 1`, whose input is
+    the data). ``tau``/``anchor`` as in :func:`joint_step`. Returns ``(params, aux,
+    w_vecs, x_vecs)``."""
+    weights, biases = list(params.weights), list(params.biases)
+    aux, w_vecs, x_vecs = list(aux), list(w_vecs), list(x_vecs)
+    lambdas, curv = network.lambdas, _curvatures(network, penalty)
+    for l in range(network.n_layers - 1, -1, -1):  # 0-based layer index of Theta_l
+        for _ in range(inner_iters):
+            current = Params(tuple(weights), tuple(biases))
+            inputs = (x0, *aux)
+            if l == 0 and input_sq is not None:
+                sq = input_sq
+            else:
+                sq_t, x_vecs[l] = power_step_augmented(inputs[l], x_vecs[l])
+                sq = float(sq_t)
+            t = step_scale / (lambdas[l] * curv[l] * sq + tau)
+            _check_steps("W", [t], step_scale)
+            grad, _, _ = network.smooth_grads(current, x0, aux, y, penalty)
+            w, b = weights[l], biases[l]
+            gw, gb = grad.weights[l], grad.biases[l]
+            if tau > 0:
+                gw = gw + tau * (w - anchor.weights[l])
+                gb = gb + tau * (b - anchor.biases[l])
+            weights[l], biases[l] = w - t * gw, b - t * gb
+            if l == 0:
+                continue
+            sq_w, w_vecs[l - 1] = power_step(weights[l], w_vecs[l - 1])
+            t_x = step_scale / (lambdas[l - 1] + lambdas[l] * curv[l] * float(sq_w))
+            _check_steps("x", [t_x], step_scale)
+            current = Params(tuple(weights), tuple(biases))
+            _, grad_aux, _ = network.smooth_grads(current, x0, aux, y, penalty)
+            half = aux[l - 1] - t_x * grad_aux[l - 1]
+            aux[l - 1] = network.prox_layer(l - 1, half, t_x, penalty)
+    return Params(tuple(weights), tuple(biases)), tuple(aux), tuple(w_vecs), tuple(x_vecs)
 
 
 def _check_steps(name: str, steps: Sequence[float], step_scale: float) -> None:

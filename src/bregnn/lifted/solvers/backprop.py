@@ -8,10 +8,10 @@ differentiated by autograd through the activations.
 - ``sgd-bp``: :math:`\Theta \leftarrow \Theta - \eta\,v`, :math:`v \leftarrow \mu v +
   \nabla\ell_{\text{batch}}(\Theta)` (plain SGD for :math:`\mu = 0`);
 - ``gd-bp``: the same on the full data, ``inner_iters`` steps per epoch;
-- ``isgd-bp``: implicit SGD, per batch
-  :math:`\Theta^k \approx \arg\min_\Theta m\,\ell_{\text{batch}}(\Theta)
-  + \tfrac\tau2|\Theta - \Theta^{k-1}|^2` by ``inner_iters`` gradient steps of size
-  :math:`\eta/m` (the batch objective is a sum over samples, as in LBN-S).
+- ``isgd-bp``: implicit SGD (equation 22), per batch
+  :math:`\Theta^k \approx \arg\min_\Theta \ell_{\text{batch}}(\Theta)
+  + \tfrac1{2\tau}|\Theta - \Theta^{k-1}|^2` by ``inner_iters`` gradient steps of size
+  :math:`\eta`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,16 @@ class FullBatchGDConfig:
 
 @solver_config
 class ImplicitSGDConfig:
-    """``batch_size``, ``inner_iters`` gradient steps of size ``lr/m`` per batch, ``tau``."""
+    """Settings of implicit SGD (the paper's equation 22).
+
+    Args:
+        batch_size: samples per mini-batch.
+        inner_iters: gradient steps of size lr per batch (the paper's N).
+        tau: the paper's tau of equation 22: each batch minimises the batch mean of the
+            objective plus |Theta - Theta^k|^2 / (2 tau). Earlier versions weighted tau/2
+            against the batch sum: their tau equals batch_size / tau here.
+        lr: step size of the inner gradient steps.
+    """
 
     batch_size: int = 100
     inner_iters: int = 15
@@ -159,19 +168,18 @@ class ImplicitSGD(SGD):
 
     def update(self, state: BackpropState, x0: Tensor, y: Tensor) -> BackpropState:
         cfg = self.config
-        m = x0.shape[0]
-        eta = cfg.lr / m
         anchor = self.params(state)
         weights, biases = anchor.weights, anchor.biases
+        prox = 1.0 / cfg.tau
         for _ in range(cfg.inner_iters):
             loss, grad = self.loss_and_grad(Params(weights, biases), x0, y)
-            # gradient of m * mean loss + tau/2 |Theta - anchor|^2
+            # gradient of the batch mean loss + |Theta - anchor|^2 / (2 tau)  (eq. 22)
             weights = tuple(
-                w - eta * (m * g + cfg.tau * (w - a))
+                w - cfg.lr * (g + prox * (w - a))
                 for w, g, a in zip(weights, grad.weights, anchor.weights, strict=True)
             )
             biases = tuple(
-                b - eta * (m * g + cfg.tau * (b - a))
+                b - cfg.lr * (g + prox * (b - a))
                 for b, g, a in zip(biases, grad.biases, anchor.biases, strict=True)
             )
         return BackpropState(

@@ -249,6 +249,11 @@ class Solver:
     def metric_names(self) -> list[str]:
         raise NotImplementedError
 
+    def start_epoch(self, state: NamedTuple, x0: Tensor, y: Tensor) -> NamedTuple:
+        """Called by :func:`~bregnn.lifted.fit.run_epoch` before an epoch's updates, with
+        this rank's data (default: the state unchanged)."""
+        return state
+
     # -- shared ------------------------------------------------------------------------------
     def params(self, state: NamedTuple) -> Params:
         """The network parameters of ``state``."""

@@ -6,9 +6,10 @@ Per mini-batch :math:`k`: initialise :math:`X` by a forward pass with
 (:func:`~bregnn.lifted.solvers._step.joint_step`; simultaneous, or alternating ``Theta``
 then ``X``) on
 
-.. math::  E_k(\Theta, X) + \tfrac{\tau}{2}|\Theta - \Theta^{k-1}|^2,
+.. math::  \frac1m E_k(\Theta, X) + \frac{1}{2\tau_k}|\Theta - \Theta^{k-1}|^2
 
-where :math:`E_k` is the lifted energy of the batch (a sum over its samples). Only the
+(the paper's equation 24), where :math:`E_k` is the lifted energy of the batch (a sum over
+its :math:`m` samples); the iterations work on :math:`m` times it. Only the
 parameters and the power-iteration vectors persist between batches: :math:`X` lives for one
 batch, so memory does not grow with the data set.
 """
@@ -25,6 +26,7 @@ from bregnn.lifted.solvers._step import (
     batch_metrics,
     initial_vectors,
     joint_step,
+    literal_sweep,
     metric_names,
     warm_vectors,
 )
@@ -36,10 +38,14 @@ from bregnn.lifted.solvers.base import (
 )
 
 __all__ = [
+    "STEP_RULES",
     "ImplicitConfig",
     "ImplicitLiftedBregman",
     "ImplicitState",
 ]
+
+
+STEP_RULES = ("simultaneous", "alternating", "literal")
 
 
 @solver_config
@@ -48,19 +54,18 @@ class ImplicitConfig:
 
     Args:
         batch_size: samples per mini-batch.
-        inner_iters: proximal-gradient iterations per batch (the paper's ``N``).
-        tau: weight :math:`\\tau_k` of the proximal term on :math:`\\Theta` (constant).
+        inner_iters: proximal-gradient iterations per batch (the paper's N).
+        tau: the paper's tau_k of equation 24: each batch minimises the batch MEAN of the
+            energy plus |Theta - Theta^(k-1)|^2 / (2 tau_k) (inf: no proximal term).
+            Earlier versions weighted tau/2 against the batch SUM: their tau equals
+            batch_size / tau_k (their 100 at batch 100 is tau_k = 1).
         step_scale: numerator of the block-Lipschitz step sizes (the paper uses 1.99).
         track: compute the batch energy and consistency after each batch (one extra
-            forward pass; ``state.metrics``).
-        alternating: Gauss-Seidel sweeps (``Theta``, then ``X`` at the new ``Theta``; see
-            :func:`~bregnn.lifted.solvers._step.joint_step`) instead of the simultaneous
-            step. Defaults (``step_scale=1.0``, simultaneous) are the setting stable on
-            every problem tried: with simultaneous steps the paper's 1.99 made the batch
-            energy diverge (a 100-sample Fashion-MNIST batch, 784-64-64-10 ReLU: 128 -> 3.7e6
-            in 15 iterations). ``alternating=True, step_scale=1.99`` is stable on that
-            classifier and trains markedly faster (docs/RESULTS.md), but diverges on the
-            784-wide sparse autoencoder with ``tau = 1``.
+            forward pass; state.metrics).
+        step_rule: how the blocks are swept: simultaneous (every block from the same
+            iterate), alternating (Theta, then X at the new Theta: a Gauss-Seidel sweep,
+            stable at step_scale 1.99 on the classifier) or literal (Algorithm 1 read
+            literally: N iterations on each pair (Theta_l, x_(l-1)), l = L..1).
     """
 
     batch_size: int = 100
@@ -68,13 +73,15 @@ class ImplicitConfig:
     tau: float = 100.0
     step_scale: float = 1.0
     track: bool = True
-    alternating: bool = False
+    step_rule: str = "simultaneous"
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size, integer=True)
         check_positive("inner_iters", self.inner_iters, integer=True)
         check_positive("tau", self.tau)
         check_positive("step_scale", self.step_scale, upper=2.0)
+        if self.step_rule not in STEP_RULES:
+            raise ValueError(f"unknown step_rule {self.step_rule!r}; valid: {list(STEP_RULES)}")
 
 
 class ImplicitState(NamedTuple):
@@ -130,22 +137,20 @@ class ImplicitLiftedBregman(Solver):
             input_sq, vec0 = power_step_augmented(x0, vec0)
         x_vecs = (vec0, *x_vecs[1:])
         input_sq = float(input_sq)
-        for _ in range(cfg.inner_iters):
+        # equation 24 in the batch-sum units of the energy: sum + (m / tau_k) / 2 |.|^2
+        tau_sum = x0.shape[0] / cfg.tau
+        if cfg.step_rule == "literal":
+            params, aux, w_vecs, x_vecs = literal_sweep(
+                self.network, self.penalty, params, aux, x0, y, w_vecs, x_vecs,
+                step_scale=cfg.step_scale, tau=tau_sum, anchor=anchor,
+                inner_iters=cfg.inner_iters, input_sq=input_sq,
+            )  # fmt: skip
+        for _ in range(cfg.inner_iters if cfg.step_rule != "literal" else 0):
             params, aux, w_vecs, x_vecs = joint_step(
-                self.network,
-                self.penalty,
-                params,
-                aux,
-                x0,
-                y,
-                w_vecs,
-                x_vecs,
-                step_scale=cfg.step_scale,
-                tau=cfg.tau,
-                anchor=anchor,
-                input_sq=input_sq,
-                alternating=cfg.alternating,
-            )
+                self.network, self.penalty, params, aux, x0, y, w_vecs, x_vecs,
+                step_scale=cfg.step_scale, tau=tau_sum, anchor=anchor, input_sq=input_sq,
+                alternating=cfg.step_rule == "alternating",
+            )  # fmt: skip
         metrics = (
             batch_metrics(self.network, self.penalty, params, aux, x0, y)
             if cfg.track

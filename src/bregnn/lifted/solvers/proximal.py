@@ -33,11 +33,20 @@ ACCELERATIONS = ("none", "nesterov", "heavy-ball")
 
 @solver_config
 class ProximalGradientConfig:
-    """Settings of LBN-D: ``inner_iters`` steps per epoch, ``step_scale`` over the block
-    Lipschitz constants, ``acceleration`` in :data:`ACCELERATIONS`, ``momentum`` for
-    heavy-ball, ``backtrack`` (halve the step, at most ``max_backtracks`` times, until the
-    energy does not increase: the blocks are coupled bilinearly, so no global Lipschitz
-    constant of the joint gradient exists)."""
+    """Settings of LBN-D (Algorithm 1 with tau_k = 0 and the whole data as one batch).
+
+    Args:
+        inner_iters: proximal-gradient steps per epoch (the paper's N).
+        step_scale: numerator of the block-Lipschitz step sizes.
+        acceleration: one of none, nesterov, heavy-ball.
+        momentum: heavy-ball momentum.
+        backtrack: halve the step, at most max_backtracks times, until the energy does not
+            increase (the blocks are coupled bilinearly, so no global Lipschitz constant of
+            the joint gradient exists).
+        max_backtracks: see backtrack.
+        reinit_aux: start every epoch from X given by the forward pass, as Algorithm 1 does
+            for every batch; False keeps X across epochs.
+    """
 
     inner_iters: int = 15
     step_scale: float = 1.0
@@ -45,6 +54,7 @@ class ProximalGradientConfig:
     momentum: float = 0.5
     backtrack: bool = True
     max_backtracks: int = 30
+    reinit_aux: bool = True
 
     def __post_init__(self) -> None:
         check_positive("inner_iters", self.inner_iters, integer=True)
@@ -98,6 +108,19 @@ class ProximalGradientLifted(Solver):
         return ProximalState(
             params, aux, params, aux, w_vecs, x_vecs,
             torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64), metrics,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def start_epoch(self, state: ProximalState, x0: Tensor, y: Tensor) -> ProximalState:
+        r"""With ``reinit_aux``: :math:`X` from the forward pass of the current
+        :math:`\Theta` (Algorithm 1), the momentum restarted."""
+        if not self.config.reinit_aux:
+            return state
+        aux, _ = self.network.forward(state.params, x0)
+        metrics = batch_metrics(self.network, self.penalty, state.params, aux, x0, y)
+        return state._replace(
+            aux=aux, prev_params=state.params, prev_aux=aux, metrics=metrics,
+            momentum_step=torch.zeros_like(state.momentum_step),
         )  # fmt: skip
 
     def _momentum_point(self, state: ProximalState, k: int):

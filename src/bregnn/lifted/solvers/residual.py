@@ -33,12 +33,13 @@ of :math:`\nabla_{d_l}H` here; use ``step_scale <= 0.5``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from bregnn.activations import Activation, Softmax, activation
+from bregnn.activations import Activation, Softmax
 from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.penalties import Penalty
 
@@ -149,7 +150,7 @@ class ResidualLiftedNetwork(LiftedNetwork):
                 lin.weight.copy_(w)
                 lin.bias.copy_(b)
             linears.append(lin)
-        acts: list[Activation] = [activation(a.name, **a.params()) for a in self.activations]
+        acts: list[Activation] = [copy.deepcopy(a) for a in self.activations]
         model: nn.Module = ResidualMLP(linears, acts, self.skips)
         if isinstance(self.output, Softmax):
             model = nn.Sequential(model, Softmax())

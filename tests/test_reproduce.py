@@ -1,0 +1,88 @@
+"""bregnn reproduce: every named reproduction runs in its --quick form on small data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from bregnn.cli import main
+from bregnn.data.centering import center
+from bregnn.experiments.reproduce import REPRODUCTIONS, _load_entries
+
+_load_entries()
+
+
+def exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """MNIST and Fashion-MNIST stand-ins (400 / 200 random images) in the IDX layout."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for folder in ("MNIST", "FashionMNIST"):
+        raw = root / folder / "raw"
+        raw.mkdir(parents=True)
+        for prefix, n in (("train", 400), ("t10k", 200)):
+            images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+            labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+            for kind, arr, magic in (("images-idx3", images, 2051), ("labels-idx1", labels, 2049)):
+                head = struct.pack(f">I{arr.ndim}I", magic, *arr.shape)
+                (raw / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
+    return root
+
+
+@pytest.mark.parametrize("name", REPRODUCTIONS.names())
+def test_quick_form_runs_and_writes_its_summary(name, tmp_path, data_dir, capsys):
+    out = tmp_path / name
+    argv = ["reproduce", name, "--quick", "--out", str(out), "--data-dir", str(data_dir)]
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reproduction"] == name and summary["runs"]
+    assert "| run |" in printed
+    runs = [r for r in summary["runs"] if r["run"] != "claim"]
+    assert runs and all((out / r["run"] / "metrics.csv").exists() for r in runs)
+    assert (out / "curves.png").stat().st_size > 1000
+    if name.startswith("lifted-classify-fashion"):
+        assert all(r["paper test %"] is not None for r in runs)
+    # a rerun is refused; --resume continues (nothing left to do) with the same table
+    assert exit_code([*argv, "--no-progress"]) == 2
+    assert exit_code([*argv, "--no-progress", "--resume"]) == 0
+
+
+def test_list_and_errors(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in REPRODUCTIONS.names():
+        assert name in listed
+    assert exit_code(["reproduce", "no-such-table"]) == 2
+    assert "valid reproductions" in capsys.readouterr().err
+    assert exit_code(["reproduce", "sparse-ae-mnist-1k", "--methods", "adam"]) == 2
+    assert "valid methods: ['lbn-s', 'lbn-d', 'gd-bp', 'sgd-bp']" in capsys.readouterr().err
+
+
+def test_centering_readings():
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.rand(50, 6, generator=g), torch.rand(20, 6, generator=g)
+    (tr, te), offsets = center(train, [test], "pixel")
+    torch.testing.assert_close(tr.mean(0), torch.zeros(6), atol=1e-6, rtol=0)
+    torch.testing.assert_close(te, test - train.double().mean(0, keepdim=True).float())
+    (tr, te), offsets = center(train, [test], "image")
+    torch.testing.assert_close(te.mean(1), torch.zeros(20), atol=1e-6, rtol=0)
+    torch.testing.assert_close(tr + offsets[0], train)
+    (tr, _), _ = center(train, [test], "none")
+    assert torch.equal(tr, train)
+    with pytest.raises(
+        ValueError, match=r"unknown centering 'mean'; valid: \['none', 'pixel', 'image'\]"
+    ):
+        center(train, [], "mean")
