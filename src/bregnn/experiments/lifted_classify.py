@@ -22,8 +22,12 @@ from bregnn.activations import ACTIVATIONS
 from bregnn.data import load_vectors
 from bregnn.data.centering import CENTERINGS, center
 from bregnn.experiments._lifted import add_method_options, chosen_methods, method_settings
+from bregnn.experiments.lifted_tables import plot_linear_units
+from bregnn.experiments.reproduce import format_table
 from bregnn.lifted import LiftedNetwork, fit
+from bregnn.lifted.autoencoder import plot_curves
 from bregnn.lifted.solvers import SOLVERS
+from bregnn.plotting import figures_available, skip_figures_note
 from bregnn.utils import default_data_dir
 
 __all__ = ["DATASETS", "HELP", "NAME", "add_arguments", "run"]
@@ -93,9 +97,23 @@ def run(args: argparse.Namespace) -> int:
         **method_settings(args, args.method),
     )
     last = result.history[-1]
-    linear = [round(v, 4) for k, v in last.items() if k.startswith("train_linear_")]
-    print(
-        f"{args.method}: epochs {int(last['epoch'])}, train acc {last['train_accuracy']:.4f}, "
-        f"test acc {last['test_accuracy']:.4f}, linear units {linear}"
-    )
+    linear = [100 * v for k, v in last.items() if k.startswith("train_linear_")]
+    if figures_available():
+        plot_curves(
+            {args.method: result.history}, out / "curves.png",
+            ("train_accuracy", "test_accuracy", "batch_energy"), f"{args.dataset}: {args.method}",
+        )  # fmt: skip
+        plot_linear_units({args.method: linear}, out / "linear_units.png")
+    else:
+        skip_figures_note(NAME)
+    row = {
+        "method": args.method,
+        "layers": "-".join(map(str, network.sizes)),
+        "epochs": int(last["epoch"]),
+        "train acc %": 100 * last["train_accuracy"],
+        "test acc %": 100 * last["test_accuracy"],
+        "linear units %": " / ".join(f"{v:.1f}" for v in linear),
+        "train s": sum(r["epoch_time_s"] for r in result.history),
+    }
+    print(format_table([row]))
     return 0

@@ -31,7 +31,7 @@ from bregnn.lifted.autoencoder import (
     undercomplete_autoencoder,
 )
 
-__all__ = ["Run", "run_all"]
+__all__ = ["Run", "plot_linear_units", "run_all"]
 
 
 @dataclass(frozen=True)
@@ -155,20 +155,24 @@ def _classify(dataset: str, options: Options) -> list[dict[str, Any]]:
             histories, options.out / "curves.png", ("train_accuracy", "test_accuracy", "batch_energy"),
             f"{dataset}: lifted Bregman vs baselines",
         )  # fmt: skip
-        _plot_linear_units(rows, options.out / "linear_units.png")
+        plot_linear_units(
+            {r["run"]: [float(v) for v in r["linear units %"].split(" / ")] for r in rows},
+            options.out / "linear_units.png",
+        )
     return rows
 
 
-def _plot_linear_units(rows: Sequence[dict[str, Any]], path) -> None:
+def plot_linear_units(units: Mapping[str, Sequence[float]], path) -> None:
+    """Bars of the percentage of units acting linearly per hidden layer, one colour per
+    run (the paper's Table 2 as a figure)."""
     from bregnn.plotting import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(len(rows), 1)
-    for i, row in enumerate(rows):
-        values = [float(v) for v in row["linear units %"].split(" / ") if v]
-        ax.bar([j + i * width for j in range(len(values))], values, width, label=row["run"])
-    ax.set_xlabel("hidden layer (0-based)")
+    width = 0.8 / max(len(units), 1)
+    for i, (name, values) in enumerate(units.items()):
+        ax.bar([j + 1 + i * width for j in range(len(values))], values, width, label=name)
+    ax.set_xlabel("hidden layer")
     ax.set_ylabel("units acting linearly (%)")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
