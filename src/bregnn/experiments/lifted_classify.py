@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from bregnn import distributed
 from bregnn.activations import ACTIVATIONS
 from bregnn.data import load_vectors
 from bregnn.data.centering import CENTERINGS, center
@@ -59,10 +60,32 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join the torchrun process group: data-parallel model averaging, or with "
+        "--layer-groups a layer-parallel (x data-parallel) grid",
+    )
+    parser.add_argument(
+        "--layer-groups", type=int, default=1, help="--distributed: layer groups (one per rank)"
+    )
+    parser.add_argument("--backend", default="auto", help="--distributed: auto|gloo|nccl")
     add_method_options(parser, chosen_methods(argv, ["lbn-s"])[:1])
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layer_groups > 1 and not args.distributed:
+        raise ValueError("--layer-groups needs --distributed (start with torchrun)")
+    if not args.distributed:
+        return _run(args)
+    ctx = distributed.init_from_env(backend=None if args.backend == "auto" else args.backend)
+    try:
+        return _run(args, ctx)
+    finally:
+        distributed.cleanup()
+
+
+def _run(args: argparse.Namespace, ctx: distributed.DistContext | None = None) -> int:
     SOLVERS.get(args.method)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,9 +116,12 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        layer_groups=args.layer_groups,
         run_config={"dataset": args.dataset, "train_size": args.train_size, "center": args.center},
         **method_settings(args, args.method),
     )
+    if ctx is not None and not ctx.is_main:
+        return 0
     last = result.history[-1]
     linear = [100 * v for k, v in last.items() if k.startswith("train_linear_")]
     if figures_available():

@@ -34,6 +34,14 @@ from bregnn.activations import Identity
 from bregnn.distributed import DistContext
 from bregnn.lifted.losses import bregman_loss
 from bregnn.lifted.network import LiftedNetwork, Params, forward_objective, one_hot
+from bregnn.lifted.parallel import (
+    LayerGrid,
+    average_replicas,
+    check_layer_parallel,
+    gather_params,
+    layer_grid,
+    layer_parallel_update,
+)
 from bregnn.lifted.solvers import SOLVERS, Solver, make_solver, state_from_dict, state_to_dict
 from bregnn.runs import (
     CSVLogger,
@@ -89,10 +97,12 @@ def run_epoch(
     generator: torch.Generator,
     ctx: DistContext | None = None,
     sync_every: int | None = None,
+    grid: LayerGrid | None = None,
 ) -> tuple[NamedTuple, dict[str, float]]:
     """One pass of ``solver`` over ``(x0, y)``; returns the state and the metrics of the
     updates, weighted by their batch sizes (full-batch methods: those of the last update).
-    With several ranks see the module doc (``sync_every``: updates between averages)."""
+    With several ranks see the module doc (``sync_every``: updates between averages); with a
+    layer ``grid`` (:mod:`bregnn.lifted.parallel`) this rank updates its own layers."""
     ctx = ctx or DistContext()
     world = ctx.world_size
     if isinstance(getattr(solver, "network", None), LiftedNetwork):
@@ -100,6 +110,8 @@ def run_epoch(
     if sync_every is not None and not (isinstance(sync_every, int) and sync_every >= 1):
         raise ValueError(f"sync_every must be a positive integer or None; got {sync_every!r}")
     n = x0.shape[0]
+    if grid is not None:
+        return _layer_parallel_epoch(solver, state, x0, y, generator, ctx, sync_every, grid)
     if solver.full_batch:
         part = None if world == 1 else distributed.shard(torch.arange(n), ctx.rank, world)
         batches = [part] * solver.updates_per_batch()
@@ -131,6 +143,30 @@ def run_epoch(
             state = _averaged(state, ctx)
         sums = distributed.all_sum([*total.tolist(), float(count)], ctx)
         total, count = torch.tensor(sums[:-1], dtype=torch.float64), sums[-1]
+    return state, dict(zip(names, (total / max(count, 1)).tolist(), strict=True))
+
+
+def _layer_parallel_epoch(solver, state, x0, y, generator, ctx, sync_every, grid: LayerGrid):
+    """:func:`run_epoch` on a layer grid: the replicas share each global batch, the layer
+    groups of a replica pipeline it (see :mod:`bregnn.lifted.parallel`)."""
+    reps = grid.replicas
+    batches = solver.batches(x0.shape[0], generator, solver.config.batch_size * reps)
+    batches = [distributed.shard(b, grid.replica, reps) for b in batches if len(b) >= reps]
+    names = solver.metric_names()
+    total = torch.zeros(len(names), dtype=torch.float64)
+    count = 0
+    for step, idx in enumerate(batches, start=1):
+        state = layer_parallel_update(solver, state, x0[idx], y[idx], grid)
+        if reps > 1 and sync_every is not None and step % sync_every == 0:
+            state = state._replace(params=average_replicas(state.params, grid))
+        total += state.metrics.detach().cpu().double() * len(idx)
+        count += len(idx)
+    if reps > 1 and (sync_every is None or len(batches) % sync_every != 0):
+        state = state._replace(params=average_replicas(state.params, grid))
+    state = state._replace(params=gather_params(state.params, grid))
+    # every rank of a replica holds the same sums: the ratio over all ranks is the mean
+    sums = distributed.all_sum([*total.tolist(), float(count)], ctx)
+    total, count = torch.tensor(sums[:-1], dtype=torch.float64), sums[-1]
     return state, dict(zip(names, (total / max(count, 1)).tolist(), strict=True))
 
 
@@ -212,6 +248,7 @@ def fit(
     evaluate: Evaluate | None = None,
     val_name: str = "val",
     sync_every: int | None = None,
+    layer_groups: int = 1,
     run_config: Mapping[str, Any] | None = None,
     desc: str | None = None,
     **settings: Any,
@@ -242,6 +279,9 @@ def fit(
             :func:`evaluate_classifier` or :func:`evaluate_regression`).
         val_name: prefix of the validation columns.
         sync_every: data-parallel runs: updates between parameter averages.
+        layer_groups: under ``torch.distributed``, split the layers into this many groups,
+            one per process, and the processes into ``world_size / layer_groups``
+            data-parallel replicas (:mod:`bregnn.lifted.parallel`).
         run_config: extra entries for ``config.json`` (e.g. the data set's name).
         desc: label of the progress output (default: ``method``).
         **settings: the method's settings (fields of its ``Config``); an unknown one
@@ -264,7 +304,8 @@ def fit(
         network = model
         params0 = network.init_params(torch.Generator().manual_seed(seed))
     elif isinstance(model, nn.Module):
-        network = LiftedNetwork.from_module(model)
+        shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else None
+        network = LiftedNetwork.from_module(model, input_shape=shape)
         params0 = network.params_from_module()
     else:
         raise ValueError(f"model must be an nn.Sequential or a LiftedNetwork; got {type(model)}")
@@ -281,6 +322,17 @@ def fit(
         splits[val_name] = (xv, y_val.to(device) if classify else tv)
 
     ctx = distributed.context()
+    grid = None
+    if not (isinstance(layer_groups, int) and layer_groups >= 1):
+        raise ValueError(f"layer_groups must be a positive integer; got {layer_groups!r}")
+    if layer_groups > 1:
+        check_layer_parallel(solver)
+        if not ctx.initialized:
+            raise ValueError(
+                f"layer_groups {layer_groups} needs a torch.distributed process group "
+                f"(start with torchrun --nproc_per_node {layer_groups} ...)"
+            )
+        grid = layer_grid(network, ctx, layer_groups)
     config = {
         "method": method,
         **dataclasses.asdict(solver.config),
@@ -292,6 +344,7 @@ def fit(
         "val_samples": int(x_val.shape[0]) if x_val is not None else 0,
         "world_size": ctx.world_size,
         "sync_every": sync_every,
+        "layer_groups": layer_groups,
         **(run_config or {}),
     }
     run_dir = Path(out) if out is not None else None
@@ -322,7 +375,7 @@ def fit(
     for epoch in bar:
         tic = time.perf_counter()
         try:
-            state, metrics = run_epoch(solver, state, x, target, generator, ctx, sync_every)
+            state, metrics = run_epoch(solver, state, x, target, generator, ctx, sync_every, grid)
         except FloatingPointError as err:
             raise FloatingPointError(f"{method}, epoch {epoch + 1}: {err}") from None
         elapsed = time.perf_counter() - tic
