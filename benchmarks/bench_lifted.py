@@ -47,9 +47,12 @@ def _data(data_dir, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
 
 def _solver_and_state(method: str, x, y, inner_iters: int, track: bool = True):
     net = LiftedNetwork([784, 64, 64, 10], "relu")
-    solver = make_solver(
-        method, net, batch_size=100, inner_iters=inner_iters, tau=100.0, lr=0.1, track=track
+    settings = (
+        {"batch_size": 100, "lr": 0.1}
+        if method == "sgd-bp"
+        else {"batch_size": 100, "inner_iters": inner_iters, "tau": 100.0, "track": track}
     )
+    solver = make_solver(method, net, **settings)
     return solver, solver.init_state(net.init_params(torch.Generator().manual_seed(0)), x, y)
 
 

@@ -249,6 +249,7 @@ def fit(
     val_name: str = "val",
     sync_every: int | None = None,
     layer_groups: int = 1,
+    until: Callable[[dict[str, float]], bool] | None = None,
     run_config: Mapping[str, Any] | None = None,
     desc: str | None = None,
     **settings: Any,
@@ -282,6 +283,8 @@ def fit(
         layer_groups: under ``torch.distributed``, split the layers into this many groups,
             one per process, and the processes into ``world_size / layer_groups``
             data-parallel replicas (:mod:`bregnn.lifted.parallel`).
+        until: stop after the first epoch whose row (see ``history``) satisfies
+            ``until(row)``, e.g. ``lambda r: r["val_accuracy"] >= 0.85``.
         run_config: extra entries for ``config.json`` (e.g. the data set's name).
         desc: label of the progress output (default: ``method``).
         **settings: the method's settings (fields of its ``Config``); an unknown one
@@ -403,6 +406,8 @@ def fit(
                 kind=CHECKPOINT_KIND,
             )
         bar.set_postfix_str(_summary_text(row))
+        if until is not None and until(row):
+            break
     params = solver.params(state)
     module = network.to_module(params)
     if run_dir is not None and ctx.is_main and history:
