@@ -146,3 +146,30 @@ def test_mismatched_lengths_are_rejected() -> None:
             (torch.zeros(4, 2), torch.zeros(3, dtype=torch.long)),
             TrainConfig(progress=False),
         )
+
+
+class _FixedLogits(torch.nn.Module):
+    """Returns the row of ``table`` indexed by the (integer-valued) input."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(table, requires_grad=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table[idx.long().flatten()]
+
+
+def test_topk_accuracy_counts_labels_among_the_k_largest_outputs() -> None:
+    from bregnn.train import evaluate, topk_accuracy
+
+    logits = torch.tensor(
+        [[3.0, 2.0, 1.0, 0.0], [1.0, 3.0, 2.0, 0.0], [0.0, 1.0, 2.0, 3.0], [2.0, 1.0, 3.0, 0.0]]
+    )
+    model = _FixedLogits(logits)
+    x, y = torch.arange(4), torch.tensor([0, 2, 1, 3])
+    # ranks of the labels: 1st, 2nd, 3rd, 4th
+    acc = topk_accuracy(model, x, y, ks=(1, 2, 3, 4, 9), batch_size=3)
+    assert acc == {1: 0.25, 2: 0.5, 3: 0.75, 4: 1.0, 9: 1.0}
+    assert acc[1] == evaluate(model, x, y)[1]
+    with pytest.raises(ValueError, match="ks must be positive"):
+        topk_accuracy(model, x, y, ks=(0,))

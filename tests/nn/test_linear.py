@@ -235,3 +235,83 @@ def test_diagnostics_describe_the_trained_network_exactly_in_saturation() -> Non
             layer.bias.mul_(40)  # saturate
     x = 0.9 * torch.rand(6, 3) - 0.45
     assert torch.equal(deep.diagnostics(x).outputs[-1], deep.features(x))
+
+
+# -- projected mixing (the paper's App. B) ---------------------------------------------------------
+def _on_simplex(m: torch.Tensor, atol: float = 1e-6) -> bool:
+    ones = torch.ones(m.shape[0], dtype=m.dtype)
+    return bool((m >= 0).all()) and torch.allclose(m.sum(1), ones, atol=atol)
+
+
+def test_projected_mixing_is_a_plain_parameter_on_the_simplex() -> None:
+    torch.manual_seed(0)
+    layer = BregmanLinear(30, 5, "sigmoid", mixing="projected")
+    names = {name for name, _ in layer.named_parameters()}
+    assert names == {"weight", "bias", "mixing_weight"}
+    assert layer.mixing is layer.mixing_weight and layer.projected
+    assert _on_simplex(layer.mixing)
+    # the projection of U(-1/sqrt(30), 1/sqrt(30)) rows is sparse: exact zeros from the start
+    assert (layer.mixing == 0).any()
+    eye = BregmanLinear(3, 5, "sigmoid", init="identity", mixing="projected").mixing
+    assert torch.equal(eye, torch.eye(3)[[0, 1, 2, 0, 1]])
+    assert "mixing='projected'" in repr(layer)
+    layer.mixing = torch.full((5, 30), 1 / 30)
+    assert torch.allclose(layer.mixing, torch.full((5, 30), 1 / 30))
+    with pytest.raises(ValueError, match="summing to 1"):
+        layer.mixing = torch.ones(5, 30)
+    with pytest.raises(ValueError, match=r"unknown mixing 'sparsemax'; valid mixings: \['softmax'"):
+        BregmanLinear(3, 5, "sigmoid", mixing="sparsemax")
+
+
+def test_project_is_the_exact_euclidean_projection_and_softmax_layers_ignore_it() -> None:
+    torch.manual_seed(0)
+    layer = BregmanLinear(6, 4, "tanh", mixing="projected").double()
+    off = torch.randn(4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        layer.mixing_weight.copy_(off)
+    layer.project_()
+    torch.testing.assert_close(layer.mixing, F.project_simplex(off, dim=1), rtol=0, atol=0)
+    softmax = BregmanLinear(6, 4, "tanh")
+    before = softmax.mixing_logits.detach().clone()
+    softmax.project_()  # nothing to project
+    assert torch.equal(softmax.mixing_logits, before)
+    model = MLP(6, [4, 4, 2], 3, "tanh", mixing="projected")
+    from bregnn.nn import project_constraints_
+
+    assert project_constraints_(model) == 3  # every BregmanLinear has project_
+    assert sum(layer.projected for layer in model.layers) == 2  # 6 -> 4 and 4 -> 2
+
+
+def test_fit_keeps_projected_rows_on_the_simplex_with_exact_zeros() -> None:
+    from bregnn.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = MLP(12, [6, 3], 3, activation="sigmoid", mixing="projected")
+    start = [layer.mixing.detach().clone() for layer in model.layers]
+    x = 0.1 + 0.8 * torch.rand(96, 12)
+    y = (x[:, :3] * torch.tensor([1.0, 2.0, 3.0])).argmax(1)
+    seen = []
+
+    def after_step_loss(out, target):  # records M at every step: before the next forward
+        seen.append([layer.mixing.detach().clone() for layer in model.layers])
+        return torch.nn.functional.cross_entropy(out, target)
+
+    fit(model, (x, y), TrainConfig(lr=2.0, epochs=4, batch_size=16, progress=False),
+        loss_fn=after_step_loss)  # fmt: skip
+    assert len(seen) == 4 * 6
+    for mixings in [*seen, [layer.mixing for layer in model.layers]]:
+        for m in mixings:
+            assert _on_simplex(m, atol=1e-5)
+    final = [layer.mixing.detach() for layer in model.layers]
+    assert all((f - s).abs().max() > 1e-3 for f, s in zip(final, start))  # M trains
+    assert all((f == 0).any() for f in final)  # the projection yields exact zeros
+
+
+def test_softmax_mixing_is_unchanged_by_the_projected_option() -> None:
+    torch.manual_seed(0)
+    a = BregmanLinear(6, 4, "tanh")
+    torch.manual_seed(0)
+    b = BregmanLinear(6, 4, "tanh", mixing="softmax")
+    assert {n for n, _ in a.named_parameters()} == {"weight", "bias", "mixing_logits"}
+    assert torch.equal(a.mixing_logits, b.mixing_logits) and not a.projected
+    assert (a.mixing > 0).all()  # softmax rows: never an exact zero

@@ -36,6 +36,8 @@ class ConvNet(nn.Module):
         variant: ``standard`` | ``euclidean`` | ``bregman`` (the head's layers).
         init: ``random`` | ``identity`` for the head (see :class:`~bregnn.nn.BregmanLinear`).
         image_size: input height = width (28 for MNIST).
+        mixing: ``softmax`` | ``projected``, the head's mixing matrices (see
+            :class:`~bregnn.nn.BregmanLinear`).
 
     Example::
 
@@ -54,6 +56,7 @@ class ConvNet(nn.Module):
         variant: str = "bregman",
         init: str = "random",
         image_size: int = 28,
+        mixing: str = "softmax",
     ) -> None:
         super().__init__()
         if len(channels) != 2 or any(int(c) <= 0 for c in channels):
@@ -66,7 +69,7 @@ class ConvNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=5)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
         self.pool = nn.MaxPool2d(2)
-        self.head = MLP(c2 * side * side, hidden, num_classes, self.act, variant, init)
+        self.head = MLP(c2 * side * side, hidden, num_classes, self.act, variant, init, mixing)
         self.variant = variant
 
     def features(self, x: Tensor) -> Tensor:

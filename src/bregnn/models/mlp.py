@@ -32,7 +32,9 @@ class MLP(nn.Module):
         in_features: input width.
         hidden: widths of the hidden layers.
         out_features: output width (number of classes).
-        activation, variant, init: passed to every :class:`~bregnn.nn.BregmanLinear`.
+        activation, variant, init, mixing: passed to every :class:`~bregnn.nn.BregmanLinear`
+            (``mixing="projected"``: the paper's projected ``M``, kept on the simplex by
+            :func:`bregnn.train.fit` after every step).
 
     Example::
 
@@ -49,13 +51,15 @@ class MLP(nn.Module):
         activation: str | Activation = "sigmoid",
         variant: str = "bregman",
         init: str = "random",
+        mixing: str = "softmax",
     ) -> None:
         super().__init__()
         widths = [int(in_features), *map(int, hidden)]
         if any(w <= 0 for w in [*widths, out_features]):
             raise ValueError(f"layer widths must be positive; got {[*widths, out_features]}")
         self.layers = nn.ModuleList(
-            BregmanLinear(a, b, activation, variant, init) for a, b in zip(widths, widths[1:])
+            BregmanLinear(a, b, activation, variant, init, mixing=mixing)
+            for a, b in zip(widths, widths[1:])
         )
         self.head = nn.Linear(widths[-1], int(out_features))
         self.in_features, self.out_features = widths[0], int(out_features)

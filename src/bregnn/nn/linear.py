@@ -10,9 +10,11 @@ from torch import Tensor, nn
 from bregnn import functional as F
 from bregnn.activations import Activation, activation, available_activations
 
-__all__ = ["INITS", "BregmanLinear", "SimplexRows"]
+__all__ = ["INITS", "MIXINGS", "BregmanLinear", "SimplexRows", "project_constraints_"]
 
 INITS = ("random", "identity")
+#: How :class:`BregmanLinear` keeps the rows of ``M`` on the simplex.
+MIXINGS = ("softmax", "projected")
 
 
 class SimplexRows(nn.Module):
@@ -29,10 +31,7 @@ class SimplexRows(nn.Module):
         return torch.softmax(logits, dim=1)
 
     def right_inverse(self, matrix: Tensor) -> Tensor:
-        if (matrix < 0).any() or not torch.allclose(
-            matrix.sum(1), torch.ones_like(matrix[:, 0]), atol=1e-4
-        ):
-            raise ValueError("M must have nonnegative rows summing to 1")
+        _check_row_stochastic(matrix)
         return torch.log(matrix.clamp(min=torch.finfo(matrix.dtype).tiny))
 
 
@@ -53,13 +52,27 @@ class BregmanLinear(nn.Module):
             the layer is ``z -> Mz``, exactly the identity when ``in == out``; ``W = I, b = 0``
             for standard).
         bias: learn ``b``.
+        mixing: how ``M`` stays row-stochastic, ``softmax`` (default) or ``projected``.
 
-    When ``in != out`` (bregman/euclidean), ``M`` is learned and kept row-stochastic by the
-    :class:`SimplexRows` map: the Parameter is ``layer.mixing_logits`` and ``layer.mixing``
-    is ``softmax(mixing_logits, dim=1)`` (assigning ``layer.mixing = M`` goes through
-    ``right_inverse``). This is ``torch.nn.utils.parametrize`` by hand: a registered
-    parametrization would make ``torch.save(model)`` fail, which users expect to work.
-    Its logits start as ``N(0, 1)`` draws, or for ``identity`` init as one-hot-like rows pointing at input ``i mod in_features``.
+    When ``in != out`` (bregman/euclidean), ``M`` is learned and kept row-stochastic.
+
+    - ``mixing="softmax"``: by the :class:`SimplexRows` map: the Parameter is
+      ``layer.mixing_logits`` and ``layer.mixing`` is ``softmax(mixing_logits, dim=1)``
+      (assigning ``layer.mixing = M`` goes through ``right_inverse``). This is
+      ``torch.nn.utils.parametrize`` by hand: a registered parametrization would make
+      ``torch.save(model)`` fail, which users expect to work. Its logits start as ``N(0, 1)``
+      draws, or for ``identity`` init as one-hot-like rows pointing at input
+      ``i mod in_features``. Entries of ``M`` are never exactly 0.
+    - ``mixing="projected"``: the paper's projected gradient (Frecon et al., App. B: "we do
+      learn them in the same way we learn the weights {W_l}. The only difference is that we
+      further need to project them into Delta"): the Parameter ``layer.mixing_weight`` *is*
+      ``M``, and :meth:`project_` replaces each row by its Euclidean projection onto the
+      simplex (:func:`bregnn.functional.project_simplex`, exact, so entries become exactly 0).
+      :func:`bregnn.train.fit` calls it after every optimizer step (see
+      :func:`project_constraints_` for your own loop). ``M`` starts as the projection of an
+      ``nn.Linear``-like draw ``U(-1/sqrt(in), 1/sqrt(in))`` (bregmanet's
+      ``utils/weight.py``, ``linear_with_init(init='simplex')``), or for ``identity`` init as
+      exact one-hot rows pointing at input ``i mod in_features``.
 
     Shape: input ``(*, in_features)``, output ``(*, out_features)``. For ``bregman`` the
     input must lie in the range of ``rho`` (see :class:`bregnn.data.RangeScaler`).
@@ -73,33 +86,57 @@ class BregmanLinear(nn.Module):
         variant: str = "bregman",
         init: str = "random",
         bias: bool = True,
+        mixing: str = "softmax",
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.variant = F.check_variant(variant)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid inits: {list(INITS)}")
-        self.init = init
+        if mixing not in MIXINGS:
+            raise ValueError(f"unknown mixing {mixing!r}; valid mixings: {list(MIXINGS)}")
+        self.init, self.mixing_mode = init, mixing
         self.act = _activation_for(activation, variant)
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
         self.bias = nn.Parameter(torch.empty(self.out_features)) if bias else None
         self.has_mixing = variant != "standard" and self.in_features != self.out_features
-        if self.has_mixing:
+        shape = (self.out_features, self.in_features)
+        if self.has_mixing and mixing == "softmax":
             self.simplex = SimplexRows()
-            self.mixing_logits = nn.Parameter(torch.empty(self.out_features, self.in_features))
+            self.mixing_logits = nn.Parameter(torch.empty(shape))
+        elif self.has_mixing:
+            self.mixing_weight = nn.Parameter(torch.empty(shape))
         self.reset_parameters()
+
+    @property
+    def projected(self) -> bool:
+        """Whether ``M`` is a Parameter kept on the simplex by :meth:`project_`."""
+        return self.has_mixing and self.mixing_mode == "projected"
 
     @property
     def mixing(self) -> Tensor | None:
         """``M`` (row-stochastic), or ``None`` when the layer has no mixing matrix."""
-        return self.simplex(self.mixing_logits) if self.has_mixing else None
+        if not self.has_mixing:
+            return None
+        return self.mixing_weight if self.projected else self.simplex(self.mixing_logits)
 
     @mixing.setter
     def mixing(self, matrix: Tensor) -> None:
         if not self.has_mixing:
             raise ValueError("this layer has no mixing matrix M (in == out or standard variant)")
         with torch.no_grad():
-            self.mixing_logits.copy_(self.simplex.right_inverse(matrix))
+            if self.projected:
+                _check_row_stochastic(matrix)
+                self.mixing_weight.copy_(matrix)
+            else:
+                self.mixing_logits.copy_(self.simplex.right_inverse(matrix))
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Project every row of ``M`` onto the probability simplex, in place (``projected``
+        mixing; nothing to do otherwise). Call it after each optimizer step."""
+        if self.projected:
+            self.mixing_weight.copy_(F.project_simplex(self.mixing_weight, dim=1))
 
     def reset_parameters(self) -> None:
         if self.init == "identity":
@@ -115,10 +152,21 @@ class BregmanLinear(nn.Module):
             if self.bias is not None:
                 bound = 1 / math.sqrt(self.in_features)
                 nn.init.uniform_(self.bias, -bound, bound)
-        if self.has_mixing:
+        if self.projected:
+            with torch.no_grad():
+                self.mixing_weight.copy_(self._initial_projected_mixing())
+        elif self.has_mixing:
             logits = self._initial_mixing_logits()
             with torch.no_grad():
                 self.mixing_logits.copy_(logits)
+
+    def _initial_projected_mixing(self) -> Tensor:
+        if self.init == "identity":
+            rows = torch.arange(self.out_features)
+            return nn.functional.one_hot(rows % self.in_features, self.in_features).float()
+        bound = 1 / math.sqrt(self.in_features)
+        draw = torch.empty(self.out_features, self.in_features).uniform_(-bound, bound)
+        return F.project_simplex(draw, dim=1)
 
     def _initial_mixing_logits(self) -> Tensor:
         if self.init == "identity":
@@ -157,7 +205,32 @@ class BregmanLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"variant={self.variant!r}, init={self.init!r}, bias={self.bias is not None}"
+            + (f", mixing={self.mixing_mode!r}" if self.has_mixing else "")
         )
+
+
+def _check_row_stochastic(matrix: Tensor) -> None:
+    if (matrix < 0).any() or not torch.allclose(
+        matrix.sum(1), torch.ones_like(matrix[:, 0]), atol=1e-4
+    ):
+        raise ValueError("M must have nonnegative rows summing to 1")
+
+
+def project_constraints_(model: nn.Module) -> int:
+    """Call ``project_()`` on every submodule of ``model`` that has one (the ``projected``
+    mixing matrices of :class:`BregmanLinear`); returns how many have one. The training
+    loop :func:`bregnn.train.fit` does this after every optimizer step::
+
+        optimizer.step()
+        project_constraints_(model)
+    """
+    count = 0
+    for module in model.modules():
+        project = getattr(module, "project_", None)
+        if callable(project):
+            project()
+            count += 1
+    return count
 
 
 def _activation_for(spec: str | Activation, variant: str) -> Activation:
