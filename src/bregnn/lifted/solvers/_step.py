@@ -63,18 +63,18 @@ def initial_vectors(
     params: Params | None = None,
     inputs: Sequence[Tensor] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Starting vectors of the power iterations for :math:`W_2..W_L` and for the augmented
-    inputs :math:`\tilde X_0..\tilde X_{L-1}`: deterministic constant vectors, warmed by
-    power iterations to convergence (:func:`warm_vectors`) on ``params`` and on the layer
+    """Starting vectors of the power iterations for the input maps :math:`K_2..K_L`
+    (dense: :math:`W_2..W_L`) and for the parameter maps of every layer (dense: the
+    augmented inputs :math:`\tilde X_0..\tilde X_{L-1}`): deterministic vectors of each
+    layer's shapes (:meth:`~bregnn.lifted.layers.AffineLayer.input_vector`,
+    :meth:`~bregnn.lifted.layers.AffineLayer.theta_vector`; constant for dense layers), warmed
+    by power iterations to convergence (:func:`warm_vectors`) on ``params`` and on the layer
     inputs ``inputs = (x0, x_1, ..., x_{L-1})`` when given, so that the first step sizes use
     the spectral norms, not a cold under-estimate of them."""
-    sizes = network.sizes
     device = params.weights[0].device if params is not None else None
-    w_vecs = tuple(torch.full((n,), n**-0.5, dtype=dtype, device=device) for n in sizes[1:-1])
-    x_vecs = tuple(
-        torch.full((n + 1,), (n + 1) ** -0.5, dtype=dtype, device=device) for n in sizes[:-1]
-    )
-    return warm_vectors(w_vecs, x_vecs, params, inputs)
+    w_vecs = tuple(layer.input_vector(dtype, device) for layer in network.layers[1:])
+    x_vecs = tuple(layer.theta_vector(dtype, device) for layer in network.layers)
+    return warm_vectors(w_vecs, x_vecs, params, inputs, network=network)
 
 
 def _converge(step, matrix: Tensor, vec: Tensor, tol: float, max_iters: int) -> Tensor:
@@ -95,19 +95,31 @@ def warm_vectors(
     inputs: Sequence[Tensor] | None = None,
     tol: float = 1e-4,
     max_iters: int = 500,
+    *,
+    network: LiftedNetwork | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Power iterations from ``w_vecs`` on :math:`W_2..W_L` of ``params`` and from ``x_vecs``
-    on the augmented ``inputs``, each until the estimate changes by less than ``tol``
-    (relative) or ``max_iters`` steps (vectors without a matrix are returned as they are)."""
+    """Power iterations from ``w_vecs`` on the input maps of layers :math:`2..L` of
+    ``params`` and from ``x_vecs`` on the parameter maps over the layer ``inputs``, each
+    until the estimate changes by less than ``tol`` (relative) or ``max_iters`` steps
+    (vectors without a matrix are returned as they are). ``network`` gives the layers
+    (default: dense layers, :math:`|W_l|^2` and :math:`|[X, 1]|^2`)."""
     if params is not None:
+        if network is None:
+            steps = [power_step] * len(w_vecs)
+        else:
+            steps = [layer.input_power_step for layer in network.layers[1:]]
         w_vecs = [
-            _converge(power_step, w, v, tol, max_iters)
-            for w, v in zip(params.weights[1:], w_vecs, strict=True)
+            _converge(step, w, v, tol, max_iters)
+            for step, w, v in zip(steps, params.weights[1:], w_vecs, strict=True)
         ]
     if inputs is not None:
+        if network is None:
+            steps = [power_step_augmented] * len(x_vecs)
+        else:
+            steps = [layer.theta_power_step for layer in network.layers]
         x_vecs = [
-            _converge(power_step_augmented, x, v, tol, max_iters)
-            for x, v in zip(inputs, x_vecs, strict=True)
+            _converge(step, x, v, tol, max_iters)
+            for step, x, v in zip(steps, inputs, x_vecs, strict=True)
         ]
     return tuple(w_vecs), tuple(x_vecs)
 
@@ -130,11 +142,11 @@ def theta_step_sizes(
     ``input_sq`` is :math:`|\\tilde X_0|_2^2` when already known."""
     lambdas, curv = network.lambdas, _curvatures(network, penalty)
     steps, vecs = [], []
-    for l, (inp, vec) in enumerate(zip(inputs, x_vecs, strict=True)):
+    for l, (layer, inp, vec) in enumerate(zip(network.layers, inputs, x_vecs, strict=True)):
         if l == 0 and input_sq is not None:
             sq = input_sq
         else:
-            sq, vec = power_step_augmented(inp, vec)
+            sq, vec = layer.theta_power_step(inp, vec)
             sq = float(sq)
         vecs.append(vec)
         steps.append(step_scale / (lambdas[l] * curv[l] * sq + tau))
@@ -153,8 +165,8 @@ def x_step_sizes(
     doc), and the updated power vectors."""
     lambdas, curv = network.lambdas, _curvatures(network, penalty)
     steps, vecs = [], []
-    for l, vec in enumerate(w_vecs):
-        sq, vec = power_step(weights[l + 1], vec)
+    for l, (layer, vec) in enumerate(zip(network.layers[1:], w_vecs, strict=True)):
+        sq, vec = layer.input_power_step(weights[l + 1], vec)
         vecs.append(vec)
         steps.append(step_scale / (lambdas[l] + lambdas[l + 1] * curv[l + 1] * float(sq)))
     _check_steps("x", steps, step_scale)
@@ -252,7 +264,7 @@ def literal_sweep(
             if l == 0 and input_sq is not None:
                 sq = input_sq
             else:
-                sq_t, x_vecs[l] = power_step_augmented(inputs[l], x_vecs[l])
+                sq_t, x_vecs[l] = network.layers[l].theta_power_step(inputs[l], x_vecs[l])
                 sq = float(sq_t)
             t = step_scale / (lambdas[l] * curv[l] * sq + tau)
             _check_steps("W", [t], step_scale)
@@ -265,7 +277,7 @@ def literal_sweep(
             weights[l], biases[l] = w - t * gw, b - t * gb
             if l == 0:
                 continue
-            sq_w, w_vecs[l - 1] = power_step(weights[l], w_vecs[l - 1])
+            sq_w, w_vecs[l - 1] = network.layers[l].input_power_step(weights[l], w_vecs[l - 1])
             t_x = step_scale / (lambdas[l - 1] + lambdas[l] * curv[l] * float(sq_w))
             _check_steps("x", [t_x], step_scale)
             current = Params(tuple(weights), tuple(biases))

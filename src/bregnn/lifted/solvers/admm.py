@@ -59,6 +59,7 @@ __all__ = [
     "admm_theta",
     "admm_w_step",
     "admm_x",
+    "check_dense_network",
     "prox_conj",
 ]
 
@@ -85,6 +86,20 @@ class ADMMState(NamedTuple):
     aux: tuple[Tensor, ...]
     step: Tensor
     metrics: Tensor
+
+
+def check_dense_network(network: LiftedNetwork, name: str) -> None:
+    r"""ADMM's sub-problems are linear solves with :math:`\tilde X^\top\tilde X` and
+    :math:`W^\top W`; for a convolution the :math:`x`-step would factorise
+    :math:`(\lambda_l + \beta)I + \beta K^\top K` of size :math:`CHW` (a dense
+    solve per feature map, infeasible beyond tiny images): convolutional networks are
+    refused."""
+    if network.convolutional:
+        raise ValueError(
+            f"{name} does not support convolutional layers (its x sub-problem factorises "
+            "(lambda + beta) I + beta K^T K, a matrix of size C*H*W per feature map); use "
+            "lbn-s, lbn-d, lifted-quadratic, bcd, constrained, linbreg or sgd-bp"
+        )
 
 
 def prox_conj(act: Activation, w: Tensor, s: float) -> Tensor:
@@ -166,10 +181,15 @@ def admm_x(
 
 
 class LiftedADMM(BlockCoordinateDescent):
-    """``admm``: block coordinate descent whose blocks are solved by ADMM."""
+    """``admm``: block coordinate descent whose blocks are solved by ADMM (dense layers only:
+    see :func:`check_dense_network`)."""
 
     Config = ADMMConfig
     State = ADMMState
+
+    def __init__(self, network: LiftedNetwork, config: ADMMConfig | None = None, **kwargs) -> None:
+        super().__init__(network, config, **kwargs)
+        check_dense_network(network, self.name)
 
     def theta_block(self, params: Params, x0: Tensor, aux: Sequence[Tensor], y: Tensor) -> Params:
         cfg = self.config

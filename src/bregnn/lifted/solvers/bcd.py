@@ -28,6 +28,12 @@ samples are updated at once (batched). Per variable:
   :math:`x_l`; spectral norms by power iteration). These steps never increase the block
   objective (for ``step_scale < 2``), so a sweep never increases :math:`E`.
 
+Convolutional layers (:mod:`bregnn.lifted.layers`) have the same blocks with :math:`\Theta_l
+\tilde x` read as the affine map :math:`A_l(x; \Theta_l)`: their :math:`\Theta_l` and
+:math:`x_l` problems take the gradient / proximal-gradient steps (the norms by power
+iterations with ``conv2d`` and its adjoints), also where a dense layer would have a closed
+form: the least-squares solves above are for plain dense layers only.
+
 Full-batch: the state keeps :math:`X` for every sample; one epoch is ``inner_iters``
 sweeps. Only the Bregman penalty of the core (``penalty_name = "bregman"``).
 """
@@ -41,6 +47,7 @@ import torch
 from torch import Tensor
 
 from bregnn.activations import Identity
+from bregnn.lifted.layers import Dense
 from bregnn.lifted.network import LiftedNetwork, Params
 from bregnn.lifted.penalties import Penalty
 from bregnn.lifted.solvers._step import batch_metrics, metric_names
@@ -52,11 +59,13 @@ __all__ = [
     "BlockCoordinateDescent",
     "augmented",
     "check_block_network",
+    "input_sq_norm",
     "layer_prox",
     "next_layer_grad",
     "sq_spectral_norm",
     "theta_block_gradient_steps",
     "theta_block_least_squares",
+    "theta_sq_norm",
     "x_block_closed_form",
     "x_block_prox_steps",
 ]
@@ -103,6 +112,39 @@ def check_block_network(network: LiftedNetwork, name: str) -> None:
 def augmented(x: Tensor) -> Tensor:
     """:math:`[x, 1]` (a column of ones appended)."""
     return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
+
+
+def _plain(network: LiftedNetwork, layer: int) -> bool:
+    """Is layer ``layer`` (1-based) a plain dense map :math:`Wx + b`?"""
+    affine = network.layers[layer - 1]
+    return isinstance(affine, Dense) and affine._plain
+
+
+def _sq_norm_steps(step, operand: Tensor, v: Tensor, iters: int) -> Tensor:
+    norm = operand.new_zeros(())
+    for _ in range(iters):
+        norm, v = step(operand, v)
+    return norm
+
+
+def theta_sq_norm(network: LiftedNetwork, layer: int, inputs: Tensor, iters: int = 30) -> Tensor:
+    r""":math:`|\Theta_l \mapsto A_l(X; \Theta_l)|_2^2` over the batch ``inputs`` (dense:
+    :math:`|[X, 1]|_2^2` by :func:`sq_spectral_norm`), ``iters`` power iterations from a fixed
+    start."""
+    if _plain(network, layer):
+        return sq_spectral_norm(augmented(inputs))
+    affine = network.layers[layer - 1]
+    v = affine.theta_vector(inputs.dtype, inputs.device)
+    return _sq_norm_steps(affine.theta_power_step, inputs, v, iters)
+
+
+def input_sq_norm(network: LiftedNetwork, layer: int, weight: Tensor, iters: int = 30) -> Tensor:
+    r""":math:`|K_l|_2^2` of layer ``layer``'s map on its input (dense: :math:`|W_l|_2^2`)."""
+    if _plain(network, layer):
+        return sq_spectral_norm(weight)
+    affine = network.layers[layer - 1]
+    v = affine.input_vector(weight.dtype, weight.device)
+    return _sq_norm_steps(affine.input_power_step, weight, v, iters)
 
 
 def sq_spectral_norm(a: Tensor, iters: int = 30) -> Tensor:
@@ -191,13 +233,14 @@ def theta_block_gradient_steps(
 ) -> tuple[Tensor, Tensor]:
     """``iters`` gradient steps on layer ``layer``'s :math:`\\Theta` problem (see module doc)."""
     lam = network.lambdas[layer - 1]
+    affine = network.layers[layer - 1]
     step = step_scale / (
-        lam * _curvature(network, penalty, layer) * sq_spectral_norm(augmented(inputs)) + tau
+        lam * _curvature(network, penalty, layer) * theta_sq_norm(network, layer, inputs) + tau
     )
     w0, b0 = w, b
     for _ in range(iters):
-        g = _target_grad_z(network, penalty, layer, target, torch.addmm(b, inputs, w.T))
-        gw, gb = g.T @ inputs, g.sum(0)
+        g = _target_grad_z(network, penalty, layer, target, affine.forward(w, b, inputs))
+        gw, gb = affine.param_grads(g, inputs)
         if tau > 0:
             gw, gb = gw + tau * (w - w0), gb + tau * (b - b0)
         w, b = w - step * gw, b - step * gb
@@ -210,7 +253,10 @@ def next_layer_grad(
     r""":math:`\nabla_{x_l}` of the next layer's term: :math:`g_{l+1} W_{l+1}` with
     :math:`g_{l+1} = \lambda_{l+1}\nabla_z h_{l+1}(x_{l+1}, W_{l+1}x_l + b_{l+1})`."""
     w, b = params.weights[layer], params.biases[layer]
-    return _target_grad_z(network, penalty, layer + 1, nxt, torch.addmm(b, x, w.T)) @ w
+    affine = network.layers[layer]
+    return affine.input_grad(
+        _target_grad_z(network, penalty, layer + 1, nxt, affine.forward(w, b, x)), w
+    )
 
 
 def x_block_prox_steps(
@@ -228,9 +274,9 @@ def x_block_prox_steps(
     given its neighbours ``prev`` (:math:`x_{l-1}`) and ``nxt`` (:math:`x_{l+1}` or ``y``)."""
     lam = network.lambdas[layer - 1]
     act = network.activations[layer - 1]
-    z = torch.addmm(params.biases[layer - 1], prev, params.weights[layer - 1].T)
+    z = network.layers[layer - 1].forward(params.weights[layer - 1], params.biases[layer - 1], prev)
     lip = lam + network.lambdas[layer] * _curvature(network, penalty, layer + 1) * (
-        sq_spectral_norm(params.weights[layer])
+        input_sq_norm(network, layer + 1, params.weights[layer])
     )
     step = step_scale / lip
     for _ in range(iters):
@@ -260,6 +306,8 @@ def has_x_closed_form(network: LiftedNetwork, penalty: Penalty, layer: int) -> b
     """Whether :func:`x_block_closed_form` is exact for hidden layer ``layer``."""
     return (
         penalty.name in ("bregman", "quadratic")
+        and _plain(network, layer)
+        and _plain(network, layer + 1)
         and isinstance(network.activations[layer - 1], Identity)
         and network.regularisers[layer - 1] is None
         and _is_quadratic(network, layer + 1)
@@ -302,7 +350,7 @@ class BlockCoordinateDescent(Solver):
         weights, biases = [], []
         for l in range(1, self.network.n_layers + 1):
             w, b = params.weights[l - 1], params.biases[l - 1]
-            if _is_quadratic(self.network, l):
+            if _is_quadratic(self.network, l) and _plain(self.network, l):
                 w, b = theta_block_least_squares(
                     inputs[l - 1], targets[l - 1], self.network.lambdas[l - 1], cfg.tau, w, b
                 )

@@ -82,7 +82,7 @@ def constraint_values(
     zs = network.pre_activations(params, x0, aux)
     return torch.stack(
         [
-            bregman_loss(x, z, act).mean()
+            bregman_loss(x.flatten(1), z.flatten(1), act).mean()
             for x, z, act in zip(aux, zs, network.activations, strict=False)
         ]
     )

@@ -30,12 +30,7 @@ from bregnn.lifted.solvers._step import (
     metric_names,
     warm_vectors,
 )
-from bregnn.lifted.solvers.base import (
-    Solver,
-    check_positive,
-    power_step_augmented,
-    solver_config,
-)
+from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
 
 __all__ = [
     "STEP_RULES",
@@ -129,12 +124,12 @@ class ImplicitLiftedBregman(Solver):
         aux, _ = self.network.forward(anchor, x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
         if int(state.step) == 0:  # first batch: start the input norms warm too
-            _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux))
+            _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux), network=self.network)
         # the batch input is fixed during the inner iterations: estimate |[x0, 1]|^2 once
         # (two warm-started power steps) instead of once per inner iteration
         vec0 = x_vecs[0]
         for _ in range(2):
-            input_sq, vec0 = power_step_augmented(x0, vec0)
+            input_sq, vec0 = self.network.layers[0].theta_power_step(x0, vec0)
         x_vecs = (vec0, *x_vecs[1:])
         input_sq = float(input_sq)
         # equation 24 in the batch-sum units of the energy: sum + (m / tau_k) / 2 |.|^2

@@ -120,7 +120,7 @@ class LinBreg(Solver):
         aux, _ = net.forward(Params(weights, biases), x0)
         w_vecs, x_vecs = state.w_vectors, state.x_vectors
         if int(state.step) == 0:  # first batch: start the input norms warm too
-            _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux))
+            _, x_vecs = warm_vectors(w_vecs, x_vecs, inputs=(x0, *aux), network=net)
         for _ in range(cfg.inner_iters):
             step_b, new_x_vecs = theta_step_sizes(net, pen, (x0, *aux), x_vecs, cfg.step_scale)
             step_x, new_w_vecs = x_step_sizes(net, pen, weights, w_vecs, cfg.step_scale)

@@ -9,7 +9,7 @@ coupling penalises the *increment* :math:`d_l = x_l - x_{l-1}`:
       + \lambda_L B_{\Psi_L}(y, z_L), \qquad z_l = W_l x_{l-1} + b_l,\quad
       x_l = s_l x_{l-1} + d_l,
 
-with :math:`s_l = 1` where layer :math:`l` has a skip connection (its input and output widths
+with :math:`s_l = 1` where layer :math:`l` has a skip connection (its input and output shapes
 agree) and :math:`s_l = 0` otherwise. The auxiliary variables are the increments
 :math:`D = (d_1, \dots, d_{L-1})`: then :math:`\Psi_l(d_l)` stays separable (its prox is the
 activation's) and :math:`H` is smooth in :math:`D`. With
@@ -23,6 +23,10 @@ activation's) and :math:`H` is smooth in :math:`D`. With
     a_{L-1} = g_L W_L,\quad a_l = g_{l+1}W_{l+1} + s_{l+1}a_{l+1},
 
 a backward recursion through the skip connections only: still no derivative of an activation.
+With convolutional layers (``layers=`` of :mod:`bregnn.lifted.layers`) the same holds with
+:math:`W_l x` read as the layer's affine map and :math:`g W` as its adjoint (a transposed
+convolution); a skip connection joins every convolution that keeps the feature-map shape
+(channels and size), as in a residual block of a CNN.
 Every registered solver that works through ``LiftedNetwork``'s interface (``forward``,
 ``pre_activations``, ``smooth_grads``, ``prox_g``, ``energy``) trains this network unchanged
 (``lbn-s``, ``lbn-d``, ``linbreg``, ``constrained``); the block solvers (``bcd``, ``admm``)
@@ -36,7 +40,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from bregnn.activations import Activation, Softmax
@@ -48,10 +51,12 @@ __all__ = ["ResidualLiftedNetwork", "ResidualMLP"]
 
 class ResidualMLP(nn.Module):
     """The plain forward model of a :class:`ResidualLiftedNetwork`:
-    :math:`x_l = s_l x_{l-1} + \\rho_l(W_l x_{l-1} + b_l)`, then the output layer."""
+    :math:`x_l = s_l x_{l-1} + \\rho_l(W_l x_{l-1} + b_l)`, then the output layer
+    (``linears`` may be any affine modules, e.g. ``nn.Conv2d`` or an ``nn.Sequential`` of a
+    convolution and its pooling)."""
 
     def __init__(
-        self, linears: Sequence[nn.Linear], activations: Sequence[nn.Module], skips: Sequence[bool]
+        self, linears: Sequence[nn.Module], activations: Sequence[nn.Module], skips: Sequence[bool]
     ) -> None:
         super().__init__()
         if len(linears) != len(activations) + 1 or len(skips) != len(activations):
@@ -76,7 +81,7 @@ class ResidualLiftedNetwork(LiftedNetwork):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.skips: tuple[bool, ...] = tuple(
-            self.sizes[l - 1] == self.sizes[l] for l in range(1, len(self.sizes) - 1)
+            self.shapes[l - 1] == self.shapes[l] for l in range(1, len(self.sizes) - 1)
         )
         if not any(self.skips):
             raise ValueError(
@@ -89,7 +94,7 @@ class ResidualLiftedNetwork(LiftedNetwork):
 
     def states(self, x0: Tensor, aux: Sequence[Tensor]) -> list[Tensor]:
         """Layer outputs :math:`x_1..x_{L-1}` from the increments."""
-        xs, x = [], x0
+        xs, x = [], self.input_view(x0)
         for d, skip in zip(aux, self.skips, strict=True):
             x = x + d if skip else d
             xs.append(x)
@@ -97,20 +102,23 @@ class ResidualLiftedNetwork(LiftedNetwork):
 
     def forward(self, params: Params, x0: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
         """Increments :math:`d_l = \\rho_l(z_l)` of the plain forward pass and :math:`z_L`."""
-        incs, x = [], x0
-        for w, b, act, skip in zip(
-            params.weights[:-1], params.biases[:-1], self.activations, self.skips, strict=True
-        ):
-            d = act.rho(torch.addmm(b, x, w.T))
+        incs, x = [], self.input_view(x0)
+        for layer, w, b, act, skip in zip(
+            self.layers[:-1], params.weights[:-1], params.biases[:-1], self.activations,
+            self.skips, strict=True,
+        ):  # fmt: skip
+            d = act.rho(layer.forward(w, b, x))
             incs.append(d)
             x = x + d if skip else d
-        return tuple(incs), torch.addmm(params.biases[-1], x, params.weights[-1].T)
+        return tuple(incs), self.layers[-1].forward(params.weights[-1], params.biases[-1], x)
 
     def pre_activations(self, params: Params, x0: Tensor, aux: Sequence[Tensor]) -> list[Tensor]:
         inputs = (x0, *self.states(x0, aux))
         return [
-            torch.addmm(b, x, w.T)
-            for x, w, b in zip(inputs, params.weights, params.biases, strict=True)
+            layer.forward(w, b, x)
+            for layer, x, w, b in zip(
+                self.layers, inputs, params.weights, params.biases, strict=True
+            )
         ]
 
     def smooth_grads(
@@ -119,8 +127,10 @@ class ResidualLiftedNetwork(LiftedNetwork):
         """Closed-form gradients of :math:`H` in :math:`(\\Theta, D)` (see the module doc)."""
         inputs = (x0, *self.states(x0, aux))
         zs = [
-            torch.addmm(b, x, w.T)
-            for x, w, b in zip(inputs, params.weights, params.biases, strict=True)
+            layer.forward(w, b, x)
+            for layer, x, w, b in zip(
+                self.layers, inputs, params.weights, params.biases, strict=True
+            )
         ]
         g_z, own = [], []
         for l, (d, z, act) in enumerate(zip(aux, zs, self.activations, strict=False)):
@@ -128,28 +138,31 @@ class ResidualLiftedNetwork(LiftedNetwork):
             own.append(self.lambdas[l] * gx)
             g_z.append(self.lambdas[l] * gz)
         g_z.append(self.lambdas[-1] * (self.output.rho(zs[-1]) - y))
-        g_w = tuple(g.T @ x for g, x in zip(g_z, inputs, strict=True))
-        g_b = tuple(g.sum(0) for g in g_z)
+        grads = [
+            layer.param_grads(g, x) for layer, g, x in zip(self.layers, g_z, inputs, strict=True)
+        ]
+        g_w = tuple(g for g, _ in grads)
+        g_b = tuple(g for _, g in grads)
         n_hidden = len(aux)
         downstream: list[Tensor] = [zs[0]] * n_hidden
-        acc = g_z[-1] @ params.weights[-1]
+        acc = self.layers[-1].input_grad(g_z[-1], params.weights[-1])
         downstream[-1] = acc
         for l in range(n_hidden - 2, -1, -1):
-            nxt = g_z[l + 1] @ params.weights[l + 1]
+            nxt = self.layers[l + 1].input_grad(g_z[l + 1], params.weights[l + 1])
             acc = nxt + acc if self.skips[l + 1] else nxt
             downstream[l] = acc
         g_aux = tuple(o + a for o, a in zip(own, downstream, strict=True))
         return Params(g_w, g_b), g_aux, zs
 
     def to_module(self, params: Params) -> nn.Module:
-        """A :class:`ResidualMLP` with these weights."""
+        """A :class:`ResidualMLP` with these weights (each affine map an ``nn.Linear`` /
+        ``nn.Conv2d``, or an ``nn.Sequential`` of it with its pooling and flattening); a
+        network on images takes them as ``(N, C, H, W)``."""
+        self.check_params(params)
         linears = []
-        for w, b in zip(params.weights, params.biases, strict=True):
-            lin = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
-            with torch.no_grad():
-                lin.weight.copy_(w)
-                lin.bias.copy_(b)
-            linears.append(lin)
+        for layer, w, b in zip(self.layers, params.weights, params.biases, strict=True):
+            modules = layer.modules(w, b)
+            linears.append(modules[0] if len(modules) == 1 else nn.Sequential(*modules))
         acts: list[Activation] = [copy.deepcopy(a) for a in self.activations]
         model: nn.Module = ResidualMLP(linears, acts, self.skips)
         if isinstance(self.output, Softmax):
