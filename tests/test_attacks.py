@@ -1,5 +1,6 @@
-"""FGSM / PGD-l2: the closed forms on linear models, the norm ball and pixel box, eps = 0,
-monotonicity in the number of steps, and no parameter gradients."""
+"""FGSM / PGD-l2 / Square: the closed forms on linear models, the norm ball and pixel box,
+eps = 0, monotonicity in the number of steps and queries, restarts, seeds, and no parameter
+gradients."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from torch import nn
 from bregnn.attacks import (
     FGSM,
     PGDL2,
+    Square,
     fgsm,
     logit_margin,
     pgd_l2,
     robust_accuracy,
+    square_attack,
+    square_p,
     true_class_margin,
 )
 from bregnn.data import InputScaling
@@ -208,3 +212,119 @@ def test_attacks_pickle_and_reject_bad_input():
         robust_accuracy(model, x, y, FGSM(), batch_size=0)
     with pytest.raises(ValueError, match="4 inputs but 3 labels"):
         robust_accuracy(model, x, y[:3], FGSM())
+
+
+# -- PGD with random restarts ----------------------------------------------------------------------
+@pytest.mark.parametrize("random_start", [False, True])
+def test_pgd_restarts_keep_the_worst_case_per_sample(random_start):
+    model = pixel_mlp(seed=2)
+    x, y = pixel_data(n=64, seed=4)
+    eps = 0.5
+
+    def margins(restarts, seed=0):
+        x_adv = pgd_l2(model, x, y, eps=eps, steps=3, random_start=random_start,
+                       generator=torch.Generator().manual_seed(seed), restarts=restarts)  # fmt: skip
+        with torch.no_grad():
+            return x_adv, true_class_margin(model(x_adv), y)
+
+    x1, one = margins(1)
+    x3, three = margins(3)
+    # the first run draws the same numbers, so more restarts can only lower each margin
+    assert torch.all(three <= one + 1e-6)
+    assert torch.any(three < one - 1e-4)
+    assert torch.equal(margins(3)[0], x3)  # seeded: the same result
+    assert not torch.equal(margins(3, seed=1)[0], x3)
+    norms = (x3 - x).flatten(1).norm(dim=1)
+    assert norms.max() <= eps + 1e-6 and x3.min() >= 0 and x3.max() <= 1
+    robust = [robust_accuracy(model, x, y, PGDL2(eps, 3, restarts=r), batch_size=32,
+                              generator=torch.Generator().manual_seed(0)) for r in (1, 4)]  # fmt: skip
+    assert robust[1] <= robust[0]
+    with pytest.raises(ValueError, match="restarts must be >= 1"):
+        pgd_l2(model, x, y, restarts=0)
+
+
+# -- Square Attack ---------------------------------------------------------------------------------
+def linear_image_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """An undefended linear classifier of :func:`pixel_data` (the labelling teacher itself,
+    so every clean prediction is right) and 128 of its images."""
+    x, y = pixel_data(n=128, seed=7)
+    teacher = torch.randn(36, 3, generator=torch.Generator().manual_seed(100))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(teacher.T)
+        model[1].bias.copy_(-0.5 * teacher.sum(0))
+    return model, x, y
+
+
+def test_square_p_schedule_follows_the_authors():
+    # attack.py p_selection: p_init for the first 0.1% of the budget, then halved at
+    # 0.5%, 2%, 5%, 10%, 20%, 40%, 60%, 80%
+    n = 10000
+    expected = {0: 1, 10: 1, 11: 2, 50: 2, 51: 4, 200: 4, 201: 8, 500: 8, 501: 16, 1000: 16,
+                1001: 32, 2001: 64, 4001: 128, 6001: 256, 8001: 512, 9999: 512}  # fmt: skip
+    for it, divisor in expected.items():
+        assert square_p(0.8, it, n) == pytest.approx(0.8 / divisor)
+    assert square_p(0.1, 5, 100) == pytest.approx(0.1 / 8)  # 5% of a 100-query budget
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.05), ("l2", 0.5)])
+def test_square_attack_invariants(norm, eps):
+    model, x, y = linear_image_model()
+    x_adv, history = square_attack(model, x, y, eps, norm=norm, queries=60, seed=3,
+                                   return_history=True)  # fmt: skip
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert size.max() <= eps + 1e-6  # inside the ball
+    assert x_adv.min() >= 0 and x_adv.max() <= 1  # inside the pixel box
+    assert size.max() > 0.9 * eps  # and it does use the ball
+    # the margin loss it minimises never increases, per sample, from query to query
+    assert history.shape == (60, len(x))
+    assert torch.all(history[1:] <= history[:-1])
+    with torch.no_grad():
+        final = true_class_margin(model(x_adv), y)
+    torch.testing.assert_close(history[-1], final, rtol=0, atol=1e-5)
+    # the same seed gives the same result; another seed another one
+    again = square_attack(model, x, y, eps, norm=norm, queries=60, seed=3)
+    assert torch.equal(again, x_adv)
+    assert not torch.equal(square_attack(model, x, y, eps, norm=norm, queries=60, seed=4), x_adv)
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 0.5)])
+def test_square_attack_breaks_an_undefended_linear_model(norm, eps):
+    model, x, y = linear_image_model()
+    assert accuracy(model, x, y) == 1.0
+    robust = robust_accuracy(model, x, y, Square(eps, norm, queries=150, seed=0), batch_size=64)
+    assert robust < 0.4  # from 100% clean accuracy, without a single gradient
+    # about as strong as the gradient attacks, which are near-optimal on a linear model
+    gradient = FGSM(eps) if norm == "linf" else PGDL2(eps, steps=20)
+    assert robust <= robust_accuracy(model, x, y, gradient) + 0.3
+    few = robust_accuracy(model, x, y, Square(eps, norm, queries=5, seed=0), batch_size=64)
+    assert robust <= few
+
+
+def test_square_attack_needs_no_gradients_and_leaves_the_model_alone():
+    model = pixel_mlp()
+    x, y = pixel_data(n=16)
+    for p in model.parameters():
+        p.requires_grad_(False)  # a gradient-free attack works on a frozen model too
+    model.train()
+    with torch.autograd.set_grad_enabled(False):
+        x_adv = square_attack(model, x, y, 0.1, queries=10)
+    assert model.training and x_adv.shape == x.shape and not x_adv.requires_grad
+    # eps = 0: every candidate is the clean image
+    assert torch.equal(square_attack(model, x, y, 0.0, norm="l2", queries=5), x)
+    assert pickle.loads(pickle.dumps(Square(0.1, "l2"))) == Square(0.1, "l2")
+
+
+def test_square_attack_rejects_bad_input():
+    model, x, y = linear_image_model()
+    with pytest.raises(ValueError, match=r"unknown norm 'l1'; valid norms: \['linf', 'l2'\]"):
+        square_attack(model, x, y, 0.1, norm="l1")
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) with H, W >= 2; got shape \(128, 36\)"):
+        square_attack(model, x.flatten(1), y, 0.1)
+    with pytest.raises(ValueError, match="queries must be >= 1"):
+        square_attack(model, x, y, 0.1, queries=0)
+    with pytest.raises(ValueError, match=r"p_init must be in \(0, 1\]"):
+        square_attack(model, x, y, 0.1, p_init=2.0)
+    with pytest.raises(ValueError, match="pixel-space inputs"):
+        square_attack(model, x + 1, y, 0.1)
