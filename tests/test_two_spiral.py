@@ -211,6 +211,33 @@ def read_metrics_with_time(outcome, tmp_path):
         return list(csv.DictReader(fh))
 
 
+def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path):
+    grid = tiny_grid(tmp_path, lrs=(1e38, 0.1), seeds=1)
+    outcome = ts.run_grid(grid, echo=False)
+    diverged = [r for r in outcome.runs if r["lr"] == 1e38]
+    assert diverged and all(r["diverged"] for r in diverged)
+    assert not any(r["diverged"] for r in outcome.runs if r["lr"] == 0.1)
+    # scored as NaN weights: every prediction is class 0
+    data = ts.load_spirals(grid, "atan")
+    share_of_class_0 = (data.test[1] == 0).float().mean().item()
+    assert all(r["test_accuracy"] == pytest.approx(share_of_class_0) for r in diverged)
+    run_dir = ts.config_dir(grid, "atan", "bregman", "random", 1e38) / "seed0"
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["diverged"] is True and saved["epochs_run"] == 0  # the first epoch diverged
+
+
+def test_load_model_returns_the_trained_weights(tmp_path):
+    grid = tiny_grid(tmp_path, seeds=1)
+    outcome = ts.run_grid(grid, echo=False)
+    run = outcome.runs[0]
+    model = ts.load_model(grid, "atan", run["variant"], "random", run["lr"], 0)
+    data = ts.load_spirals(grid, "atan")
+    assert evaluate(model, *data.test)[1] == pytest.approx(run["test_accuracy"])
+    assert ts.config_dir(grid, "atan", run["variant"], "random", run["lr"]) == (
+        grid.out / f"atan-{run['variant']}-random-lr0.1"
+    )
+
+
 # -- errors ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("overrides", "message"),

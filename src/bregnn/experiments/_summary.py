@@ -1,15 +1,18 @@
-"""Shared reporting for the seed grids: mean +- std over seeds, markdown and CSV tables."""
+"""Shared reporting for the seed grids: mean +- std over seeds, markdown and CSV tables,
+per-epoch curves averaged over seeds."""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["csv_text", "markdown_table", "summarize_seeds"]
+__all__ = ["csv_text", "markdown_table", "mean_curves", "read_metrics", "summarize_seeds"]
 
 
 def summarize_seeds(
@@ -69,3 +72,35 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a ``metrics.csv`` (as :func:`bregnn.train.fit` writes it) as floats
+    (empty cells: NaN)."""
+    with open(path, newline="") as fh:
+        return [
+            {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+            for row in csv.DictReader(fh)
+        ]
+
+
+def mean_curves(paths: Sequence[str | Path]) -> list[dict[str, float]]:
+    """Per epoch, over the runs whose ``metrics.csv`` files are ``paths`` (those that exist):
+    ``epoch``, ``runs`` (how many reached it: early stopping ends runs at different
+    epochs) and ``<column>_mean`` / ``<column>_std`` (population std) of every other column."""
+    tables = [read_metrics(p) for p in paths if Path(p).is_file()]
+    by_epoch: dict[int, list[dict[str, float]]] = {}
+    for table in tables:
+        for row in table:
+            by_epoch.setdefault(int(row["epoch"]), []).append(row)
+    out = []
+    for epoch in sorted(by_epoch):
+        members = by_epoch[epoch]
+        row: dict[str, float] = {"epoch": epoch, "runs": len(members)}
+        for key in members[0]:
+            if key == "epoch":
+                continue
+            values = np.array([m.get(key, math.nan) for m in members], dtype=float)
+            row[f"{key}_mean"], row[f"{key}_std"] = float(values.mean()), float(values.std())
+        out.append(row)
+    return out

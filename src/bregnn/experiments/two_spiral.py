@@ -25,6 +25,10 @@ and PNG figures (dataset, per-layer representations, and for deep models the per
 parameter norms and steps :math:`|z_l - z_{l-1}|`); without matplotlib the figures are
 skipped with a note.
 
+A run whose loss becomes NaN or infinite does not stop the grid: it is recorded with
+``"diverged": true`` and scored as a model with NaN weights (every prediction is class 0),
+as in the authors' training loop.
+
 ``resume`` skips finished runs and continues interrupted ones from their checkpoint. It
 may change the mutable settings of :mod:`bregnn.runs` (``epochs`` continues finished runs
 to the new count) and the grid's axes (:data:`GRID_AXES`: activations, variants, inits,
@@ -46,7 +50,7 @@ from torch import Tensor
 
 from bregnn.activations import activation, available_activations
 from bregnn.data import RangeScaler, split, two_spirals
-from bregnn.experiments._summary import csv_text, markdown_table, summarize_seeds
+from bregnn.experiments._summary import csv_text, markdown_table, read_metrics, summarize_seeds
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
 from bregnn.nn import INITS
@@ -59,7 +63,7 @@ from bregnn.runs import (
     prepare_run,
     write_json,
 )
-from bregnn.train import TrainConfig, evaluate, fit
+from bregnn.train import History, TrainConfig, evaluate, fit
 from bregnn.utils import positive_int, seed_everything
 
 __all__ = [
@@ -73,8 +77,10 @@ __all__ = [
     "add_arguments",
     "add_threads_option",
     "best_lr_rows",
+    "config_dir",
     "format_table",
     "grid_from_args",
+    "load_model",
     "load_spirals",
     "report",
     "run",
@@ -182,13 +188,26 @@ def load_spirals(grid: SpiralGrid, act: str) -> SpiralData:
     return SpiralData(*((scaler.transform(xs), ys) for xs, ys in (train, val, test)))
 
 
+def config_dir(grid: SpiralGrid, act: str, variant: str, init: str, lr: float) -> Path:
+    """The directory of one configuration of ``grid`` (its seeds in ``seed<k>/``)."""
+    return grid.out / f"{act}-{variant}-{init}-lr{lr:g}"
+
+
 def _run_dir(grid: SpiralGrid, act: str, variant: str, init: str, lr: float, seed: int) -> Path:
-    return grid.out / f"{act}-{variant}-{init}-lr{lr:g}" / f"seed{seed}"
+    return config_dir(grid, act, variant, init, lr) / f"seed{seed}"
 
 
 def _build_model(grid: SpiralGrid, act: str, variant: str, init: str, seed: int) -> MLP:
     seed_everything(seed)
     return MLP(2, [grid.width] * grid.layers, 2, act, variant, init)
+
+
+def load_model(grid: SpiralGrid, act: str, variant: str, init: str, lr: float, seed: int) -> MLP:
+    """The trained model of one finished run of ``grid`` (its ``model.pt``)."""
+    model = _build_model(grid, act, variant, init, seed)
+    path = _run_dir(grid, act, variant, init, lr, seed) / "model.pt"
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
 
 
 def _run_one(
@@ -218,7 +237,19 @@ def _run_one(
         progress=grid.progress,
         desc=f"{act}/{variant}/{init}/lr={lr:g}/seed {seed}",
     )
-    history = fit(model, data.train, config, data.val, data.test, run_dir, resume=resume)
+    diverged = False
+    try:
+        history = fit(model, data.train, config, data.val, data.test, run_dir, resume=resume)
+    except FloatingPointError:
+        # the grid keeps going: the run is recorded as diverged and its weights set to NaN,
+        # the state in which the authors' fit() (demos/utils/optimization.py: the step is
+        # taken before the NaN check) leaves such a model; argmax of NaN logits is class 0
+        diverged = True
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(math.nan)
+        metrics = run_dir / "metrics.csv"
+        history = History(read_metrics(metrics) if metrics.exists() else [], 0, math.nan, False)
     train_loss, train_acc = evaluate(model, *data.train)
     _, val_acc = evaluate(model, *data.val)
     test_loss, test_acc = evaluate(model, *data.test)
@@ -237,6 +268,7 @@ def _run_one(
         "epochs_run": len(history.rows),
         "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early,
+        "diverged": diverged,
         "seconds": accumulated_seconds(history.rows, "time"),
     }
     atomic_save(model.state_dict(), run_dir / "model.pt")
@@ -349,11 +381,7 @@ def _make_figures(
                 if r["activation"] != act or r["init"] != init:
                     continue
                 variant, lr = r["variant"], r["lr"]
-                model = _build_model(grid, act, variant, init, seed=0)
-                state = torch.load(
-                    _run_dir(grid, act, variant, init, lr, 0) / "model.pt", weights_only=True
-                )
-                model.load_state_dict(state)
+                model = load_model(grid, act, variant, init, lr, seed=0)
                 diag = model.diagnostics(x)
                 _, test_acc = evaluate(model, *datasets[act].test)
                 label = f"{variant}, lr={lr:g}\n(seed 0: test {100 * test_acc:.1f}%)"
