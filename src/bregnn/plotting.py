@@ -8,6 +8,13 @@ r"""Figures of the experiments (matplotlib, imported lazily).
   :math:`\mathrm{mean}_i |z_l^{(i)} - z_{l-1}^{(i)}|` (the paper's Figure 3), see
   :meth:`bregnn.models.MLP.diagnostics`.
 - :func:`plot_depth_study`: test accuracy against width, one line per (depth, variant).
+- :func:`plot_depth_panels`: the same, one panel per (activation, depth) (the paper's
+  Figures 5 and 7).
+- :func:`plot_mean_curves`: a metric per epoch, mean over seeds with a +-std envelope, one
+  panel per group of runs (the preprint's Figure 5).
+- :func:`plot_embedding_2d`: 2-D features of labelled points, one panel per model, ten
+  colours (the paper's Figure 4).
+- :func:`plot_lr_sweep`: accuracy against the learning rate (the preprint's Figure 6).
 - :func:`plot_learning_curves`: loss and accuracy per epoch of one training run.
 - :func:`plot_robustness`: clean and adversarial accuracies as bars.
 
@@ -35,10 +42,14 @@ __all__ = [
     "VARIANT_COLORS",
     "figures_available",
     "plot_dataset",
+    "plot_depth_panels",
     "plot_depth_study",
+    "plot_embedding_2d",
     "plot_layer_diagnostics",
     "plot_layer_outputs",
     "plot_learning_curves",
+    "plot_lr_sweep",
+    "plot_mean_curves",
     "plot_robustness",
     "pyplot",
     "select_layers",
@@ -275,6 +286,161 @@ def plot_robustness(accuracies: Mapping[str, float], path: str | Path, title: st
     ax.set_ylim(0, 105)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, axis="y")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def plot_depth_panels(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Test accuracy (mean +- std over seeds) against hidden width (log scale), one panel per
+    (activation, depth) -- activations down, depths across -- and one line per variant.
+    Each row needs ``activation``, ``depth``, ``width``, ``variant``, ``test_mean``,
+    ``test_std``."""
+    if not rows:
+        raise ValueError("plot_depth_panels needs at least one result row")
+    plt = pyplot()
+    acts = sorted({str(r["activation"]) for r in rows})
+    depths = sorted({int(r["depth"]) for r in rows})
+    fig, axes = plt.subplots(
+        len(acts), len(depths), figsize=(3.2 * len(depths) + 0.6, 2.8 * len(acts) + 0.6),
+        squeeze=False, sharey=True, constrained_layout=True,
+    )  # fmt: skip
+    all_widths = sorted({int(r["width"]) for r in rows})
+    for i, act in enumerate(acts):
+        for j, depth in enumerate(depths):
+            ax = axes[i][j]
+            sel = [r for r in rows if r["activation"] == act and int(r["depth"]) == depth]
+            for variant in sorted({str(r["variant"]) for r in sel}):
+                line = sorted(
+                    (r for r in sel if r["variant"] == variant), key=lambda r: int(r["width"])
+                )
+                std = [
+                    100 * float(r["test_std"]) if math.isfinite(r["test_std"]) else 0.0
+                    for r in line
+                ]
+                ax.errorbar(
+                    [int(r["width"]) for r in line], [100 * float(r["test_mean"]) for r in line],
+                    yerr=std, marker="o", capsize=3, color=VARIANT_COLORS.get(variant), label=variant,
+                )  # fmt: skip
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(all_widths, [str(w) for w in all_widths])
+            ax.minorticks_off()
+            ax.set_title(f"{act}, {depth} hidden layer{'s' if depth > 1 else ''}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == len(acts) - 1:
+                ax.set_xlabel("neurons per layer")
+            if j == 0:
+                ax.set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def plot_mean_curves(
+    panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    path: str | Path,
+    metric: str = "train_loss",
+    ylabel: str = "training loss",
+    title: str = "",
+    log_y: bool = False,
+) -> Path:
+    """One panel per entry of ``panels`` (its title -> lines), one line per entry of a panel
+    (label -> per-epoch rows with ``epoch``, ``<metric>_mean`` and ``<metric>_std``, as
+    :func:`bregnn.experiments._summary.mean_curves` returns): the mean in bold, the mean
+    +- std as an envelope."""
+    if not panels or not any(panels.values()):
+        raise ValueError("plot_mean_curves needs at least one curve")
+    plt = pyplot()
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(4.2 * len(panels) + 0.4, 3.4),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax, (name, lines) in zip(axes[0], panels.items()):
+        for i, (label, rows) in enumerate(lines.items()):
+            rows = [r for r in rows if r.get(f"{metric}_mean") is not None]
+            if not rows:
+                continue
+            epochs = [int(r["epoch"]) for r in rows]
+            mean = torch.tensor([float(r[f"{metric}_mean"]) for r in rows], dtype=torch.float64)
+            std = torch.tensor(
+                [float(r.get(f"{metric}_std") or 0.0) for r in rows], dtype=torch.float64
+            )
+            color = _color_for(label, i)
+            ax.plot(epochs, mean.numpy(), color=color, linewidth=1.6, label=label)
+            low = (mean - std).clamp(min=1e-12) if log_y else mean - std
+            ax.fill_between(
+                epochs, low.numpy(), (mean + std).numpy(), color=color, alpha=0.2, linewidth=0
+            )
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def plot_embedding_2d(
+    embeddings: Mapping[str, Tensor], labels: Tensor, path: str | Path, title: str = ""
+) -> Path:
+    """One panel per model (key: its label): the 2-D features ``(N, 2)`` of the same points,
+    coloured by their ``labels`` (up to ten classes, matplotlib's ``tab10`` colours)."""
+    if not embeddings:
+        raise ValueError("plot_embedding_2d needs at least one model's features")
+    plt = pyplot()
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(
+        1,
+        len(embeddings),
+        figsize=(4.2 * len(embeddings), 4.4),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    labels = labels.detach().cpu()
+    for ax, (name, points) in zip(axes[0], embeddings.items()):
+        points = points.detach().cpu().double()
+        for c in labels.unique().tolist():
+            mask = labels == c
+            ax.scatter(points[mask, 0].numpy(), points[mask, 1].numpy(), s=3, color=cmap(int(c) % 10),
+                       label=str(c), alpha=0.7, linewidths=0)  # fmt: skip
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][-1].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, plt, path)
+
+
+def plot_lr_sweep(
+    rows: Sequence[Mapping[str, Any]], path: str | Path, split: str = "train", title: str = ""
+) -> Path:
+    """``split`` accuracy (mean +- std over seeds, percent) against the learning rate (log
+    scale), one line per variant. Each row needs ``lr``, ``variant``, ``<split>_mean`` and
+    ``<split>_std``."""
+    if not rows:
+        raise ValueError("plot_lr_sweep needs at least one result row")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), constrained_layout=True)
+    for variant in sorted({str(r["variant"]) for r in rows}):
+        line = sorted((r for r in rows if r["variant"] == variant), key=lambda r: float(r["lr"]))
+        std = [
+            100 * float(r[f"{split}_std"]) if math.isfinite(r[f"{split}_std"]) else 0.0
+            for r in line
+        ]
+        ax.errorbar([float(r["lr"]) for r in line], [100 * float(r[f"{split}_mean"]) for r in line],
+                    yerr=std, marker="o", capsize=3, color=VARIANT_COLORS.get(variant), label=variant)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, plt, path)
