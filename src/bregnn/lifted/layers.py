@@ -468,9 +468,16 @@ class Conv(AffineLayer):
         self._conv_in = shape
         probe = torch.empty(1, *shape, device="meta")
         kernel = torch.empty(self.weight_shape, device="meta")
-        core = tuple(F.conv2d(probe, kernel, None, self.stride, self.padding, self.dilation).shape)
+        try:
+            core = F.conv2d(probe, kernel, None, self.stride, self.padding, self.dilation).shape
+        except RuntimeError:
+            core = (0, 0, 0, 0)
         if min(core[1:]) <= 0:
-            raise ValueError(f"the convolution {self!r} leaves no output on input shape {shape}")
+            raise ValueError(
+                f"the convolution (kernel {self.kernel_size}, stride {self.stride}, padding "
+                f"{self.padding}, dilation {self.dilation}) leaves no output on input shape {shape}"
+            )
+        core = tuple(core)
         self._finish(core[1:], post)
         # |Q 1|^2 per sample for one channel: the exact squared norm of the bias direction
         ones = torch.ones(1, 1, *core[2:], dtype=torch.float64)

@@ -17,6 +17,11 @@ Lipschitz constant of the block gradient:
   :math:`W_{l+1}^\top \partial_z^2 h\,W_{l+1}` in the next, so
   :math:`L_{x_l} = \lambda_l + \lambda_{l+1} c_{l+1} |W_{l+1}|_2^2`.
 
+For a convolutional layer (:mod:`bregnn.lifted.layers`) :math:`|\tilde X_{l-1}|^2` becomes
+the squared norm of the linear map :math:`\Theta_l \mapsto A_l(X_{l-1}; \Theta_l)` over the
+batch and :math:`|W_{l+1}|^2` that of the convolution on one sample, :math:`|K_{l+1}|^2`; the
+power vectors are then tensors of one filter (with its bias) and of the layer's input shape.
+
 With :math:`\lambda = 1`, ReLU and the MSE output these are
 :math:`\tau_W = 1.99/(|\tilde X_{l-1}|^2 + \tau)` and :math:`\tau_x = 1.99/(1 + |W_{l+1}|^2)`:
 the paper's constants up to the terms its split puts elsewhere. Squared spectral norms come

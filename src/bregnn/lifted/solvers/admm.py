@@ -96,9 +96,9 @@ def check_dense_network(network: LiftedNetwork, name: str) -> None:
     refused."""
     if network.convolutional:
         raise ValueError(
-            f"{name} does not support convolutional layers (its x sub-problem factorises "
-            "(lambda + beta) I + beta K^T K, a matrix of size C*H*W per feature map); use "
-            "lbn-s, lbn-d, lifted-quadratic, bcd, constrained, linbreg or sgd-bp"
+            f"{name} does not support convolutional layers; use lbn-s, lbn-d, "
+            "lifted-quadratic, bcd, constrained, linbreg or sgd-bp (its x sub-problem "
+            "factorises (lambda + beta) I + beta K^T K, a matrix of size C*H*W per feature map)"
         )
 
 
