@@ -42,6 +42,9 @@ def test_recipes_hold_the_published_schedules():
     assert (c10.milestones, c10.gamma, c10.batch_size, c10.augment) == ((91, 136), 0.1, 128, True)
     assert (c100.lr, c100.weight_decay, c100.epochs) == (0.05, 1e-3, 200)
     assert (c100.milestones, c100.gamma) == ((60, 120, 160), 0.2)
+    # the authors' code reads 'softplus' as beta = 1000; Table 4's ResNet18 has the ImageNet stem
+    assert c10.softplus_beta == c100.softplus_beta == 1000 and c100.stem == "imagenet"
+    assert c10.stem is None and RECIPES["mnist-mlp"].softplus_beta is None
     config = c100.train_config(seed=3)
     assert (config.lr, config.milestones, config.gamma, config.seed) == (
         0.05,
@@ -85,6 +88,10 @@ def test_unknown_recipe_and_bad_overrides():
         milestones_arg("10,x")
     with pytest.raises(ValueError, match="lr must be positive"):
         get_recipe("cifar10", lr=-1.0).train_config()
+    with pytest.raises(ValueError, match="unknown stem 'wide'"):
+        get_recipe("cifar10", stem="wide")
+    with pytest.raises(ValueError, match="softplus_beta must be positive"):
+        get_recipe("cifar10", softplus_beta=0.0)
 
 
 @pytest.mark.parametrize(
@@ -94,6 +101,13 @@ def test_unknown_recipe_and_bad_overrides():
         (["--activation", "sigmoid", "--beta", "2"], "softplus activation only"),
         (["--model", "resnet20", "--activation", "relu"], "invertible"),
         (["--model", "mlp", "--hidden", "16,a"], "comma-separated integers"),
+        (["--model", "resnet20", "--stem", "imagenet"], "--stem applies to"),
+        (["--model", "mlp", "--stem", "cifar"], "--stem applies to"),
+        (["--model", "resnet20", "--mixing", "projected"], "--mixing applies to the MLP"),
+        (
+            ["--model", "resnet20", "--variant", "standard", "--beta", "3"],
+            "softplus activation only",
+        ),
     ],
 )
 def test_bad_model_arguments(extra, message):
@@ -122,6 +136,33 @@ def test_models_take_pixel_space_and_scale_it_themselves():
     assert resnet[1].fc.out_features == 100 and resnet[1].act.beta == 4.0
     cnn = ic.build_model(_args("--dataset", "fashion-mnist", "--model", "cnn", "--channels", "4,8"))
     assert cnn(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_activation_defaults_follow_the_paper_and_the_recipe():
+    def net(*extra):
+        return ic.build_model(_args(*extra))[1]
+
+    # eq. 17: the standard CIFAR baseline is the ReLU ResNet
+    assert net("--model", "resnet20", "--variant", "standard").act.name == "relu"
+    bregman = net("--model", "resnet20", "--variant", "bregman")
+    assert bregman.act.name == "softplus" and bregman.act.beta == 1000  # the recipe's beta
+    explicit = net("--model", "resnet20", "--variant", "standard", "--activation", "softplus")
+    assert explicit.act.beta == 1000
+    assert net("--model", "resnet20", "--recipe", "mnist-mlp").act.beta == 1.0
+    assert net("--model", "resnet20", "--beta", "7").act.beta == 7.0
+    mlp = ic.build_model(_args("--dataset", "mnist", "--model", "mlp", "--recipe", "mnist-mlp"))
+    assert mlp[2].act.name == "softplus" and mlp[2].act.beta == 1.0
+
+
+def test_stem_and_mixing_options():
+    def net(*extra):
+        return ic.build_model(_args("--dataset", "cifar100", *extra))[1]
+
+    assert net("--model", "resnet18", "--recipe", "cifar100").stem == "imagenet"
+    assert net("--model", "resnet18", "--recipe", "cifar100", "--stem", "cifar").stem == "cifar"
+    assert net("--model", "resnet18", "--recipe", "mnist-mlp").stem == "imagenet"  # model default
+    mlp = ic.build_model(_args("--dataset", "mnist", "--model", "mlp", "--mixing", "projected"))
+    assert mlp[2].layers[0].projected
 
 
 def test_amp_run_and_whole_model_pickle(tmp_path):
@@ -161,9 +202,14 @@ def test_synthetic_resnet_run_writes_a_consistent_summary(tmp_path):
     _, acc = evaluate(model, to_unit(x), y)
     assert acc == summary["test_accuracy"]
     with torch.no_grad():
-        top2 = model.eval()(to_unit(x)).topk(2, dim=1).values
-    margin = (top2[:, 0] - top2[:, 1]).mean().item()
+        logits = model.eval()(to_unit(x))
+    top2 = logits.topk(2, dim=1)
+    margin = (top2.values[:, 0] - top2.values[:, 1]).mean().item()
     assert margin == pytest.approx(summary["mean_logit_margin"], rel=1e-5)
+    in_top2 = (top2.indices == y[:, None]).any(1).double().mean().item()
+    assert summary["test_top2_accuracy"] == pytest.approx(in_top2)
+    assert summary["test_top2_accuracy"] >= summary["test_accuracy"]
+    assert "beta=1000" in summary["activation"]  # Bregman softplus, the cifar10 recipe's beta
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
@@ -178,6 +224,26 @@ def test_a_few_epochs_reduce_the_training_loss_on_cifar_shaped_data(tmp_path, va
     losses = [float(r["train_loss"]) for r in _rows(out / "metrics.csv")]
     assert len(losses) == 4
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_extra_attacks_and_projected_mixing_reach_the_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(_mlp_run(out, "--epochs", "1", "--robust-subset", "6", "--pgd-steps", "2",
+                  "--pgd-restarts", "2", "--square-queries", "4", "--mixing", "projected"))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("pgd_restarts_accuracy", "square_linf_accuracy", "square_l2_accuracy"):
+        assert 0 <= summary[key] <= 1
+    assert summary["pgd_restarts"] == 2 and summary["square_queries"] == 4
+    printed = capsys.readouterr().out
+    assert "PGD restarts acc (%)" in printed and "Square l_2 acc (%)" in printed
+    assert "top-2 acc (%)" in printed
+    weights = torch.load(out / "model.pt", weights_only=True)
+    m = weights["2.layers.0.mixing_weight"]  # projected M: a plain Parameter on the simplex
+    assert (m >= 0).all() and torch.allclose(m.sum(1), torch.ones(len(m)), atol=1e-5)
+    assert (m == 0).any()
+    with pytest.raises(SystemExit):
+        main(_mlp_run(tmp_path / "bad", "--square-queries", "-1"))
+    assert "--square-queries must be >= 0" in capsys.readouterr().err
 
 
 def test_resume_continues_exactly(tmp_path):

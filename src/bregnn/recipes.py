@@ -1,22 +1,36 @@
-"""Named training recipes (optimizer, schedule, batch size, augmentation) for image datasets.
+"""Named training recipes (optimizer, schedule, batch size, augmentation, and the network
+settings the papers fix with them) for image datasets.
 
 A :class:`Recipe` is a frozen dataclass; :func:`get_recipe` looks one up by name and applies
 overrides (``None`` means "keep the recipe's value"), and :meth:`Recipe.train_config` turns
 it into a :class:`bregnn.train.TrainConfig`.
 
-==================  =====  ========  ======  ======  ================  =====  =====  =======
-recipe              lr     momentum  wd      epochs  milestones        gamma  batch  augment
-==================  =====  ========  ======  ======  ================  =====  =====  =======
-cifar10             0.1    0.9       1e-4    182     91, 136           0.1    128    yes
-cifar100            0.05   0.9       1e-3    200     60, 120, 160      0.2    128    yes
-mnist-mlp           0.1    0.9       0       30      22                0.1    128    no
-fashion-mnist-mlp   0.1    0.9       0       20      15                0.1    128    no
-==================  =====  ========  ======  ======  ================  =====  =====  =======
+==================  =====  ========  ======  ======  ============  =====  =====  =======  ====  ========
+recipe              lr     momentum  wd      epochs  milestones    gamma  batch  augment  beta  stem
+==================  =====  ========  ======  ======  ============  =====  =====  =======  ====  ========
+cifar10             0.1    0.9       1e-4    182     91, 136       0.1    128    yes      1000  -
+cifar100            0.05   0.9       1e-3    200     60, 120, 160  0.2    128    yes      1000  imagenet
+mnist-mlp           0.1    0.9       0       30      22            0.1    128    no       -     -
+fashion-mnist-mlp   0.1    0.9       0       20      15            0.1    128    no       -     -
+==================  =====  ========  ======  ======  ============  =====  =====  =======  ====  ========
 
-``cifar10`` is He et al. (2016)'s schedule (64k iterations at batch 128 = 182 epochs, the
-learning rate divided by 10 at 32k and 48k); ``cifar100`` the common WideResNet-style
-schedule. The two MNIST recipes are this project's short CPU budget for the Table 2 runs of
-Frecon et al. (2022), not the paper's schedule.
+``cifar10`` is Frecon et al. (ICML 2022) Sec. 5.2.1, He et al. (2016)'s schedule: "a
+learning rate of 10^-1, weight decay of 10^-4, momentum of 0.9 ... 182 epochs with a
+decreasing of the learning by a factor 10 at the 91th and 136th epochs" (64k iterations at
+batch 128), with "4 pixels padded on each side, a 32x32 crop ... or its horizontal flip".
+``cifar100`` is Sec. 5.2.2: "200 epochs with batches of 128 images and decay the learning
+rate by a factor of 5 at the 60th, 120th, and 160th epochs ... initial learning of 0.05,
+momentum of 0.9 and weight decay of 10^-3", same pre-processing.
+
+``beta`` (:attr:`Recipe.softplus_beta`): the sharpness of ``softplus`` in these runs. The
+paper names the activation only as "SoftPlus"; the authors' code reads ``'softplus'`` as
+beta = 1000 (bregmanet ``src/bregmanet/utils/activation.py``, ``get``: "if not beta: beta =
+1000"), so the CIFAR recipes use :data:`~bregnn.models.BREGMANET_SOFTPLUS_BETA`; ``-`` keeps
+the registry's default (beta = 1). ``stem`` (:attr:`Recipe.stem`): the stem of the
+ImageNet-style ResNets (``resnet18..152``) in these runs; Table 4's ResNet18 is the authors'
+``bresnet18`` (bregmanet ``src/bregmanet/resnet_large.py``: torchvision's 7x7 stride-2 stem
+and max-pool), so ``cifar100`` uses ``imagenet``. The two MNIST recipes are this project's
+short CPU budget for the Table 2 runs of Frecon et al., not the paper's schedule.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from bregnn.models.resnet import BREGMANET_SOFTPLUS_BETA, STEMS
 from bregnn.registry import Registry
 from bregnn.train import TrainConfig
 
@@ -33,7 +48,10 @@ __all__ = ["RECIPES", "Recipe", "available_recipes", "get_recipe", "milestones_a
 
 @dataclass(frozen=True)
 class Recipe:
-    """Optimisation settings of one training run (SGD with momentum, step schedule)."""
+    """Optimisation settings of one training run (SGD with momentum, step schedule), plus
+    the activation sharpness (``softplus_beta``, ``None``: the registry's default) and the
+    ImageNet-style ResNet stem (``stem``, ``None``: the model's default) the recipe's paper
+    runs use (see the module docstring)."""
 
     name: str
     lr: float
@@ -45,6 +63,14 @@ class Recipe:
     batch_size: int = 128
     nesterov: bool = False
     augment: bool = False
+    softplus_beta: float | None = None
+    stem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.softplus_beta is not None and not self.softplus_beta > 0:
+            raise ValueError(f"softplus_beta must be positive; got {self.softplus_beta}")
+        if self.stem is not None and self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; valid stems: {list(STEMS)}")
 
     def override(self, **changes: Any) -> Recipe:
         """A copy with the non-``None`` ``changes`` applied; ``ValueError`` for unknown keys."""
@@ -81,11 +107,13 @@ class Recipe:
 
 RECIPES: Registry[Recipe] = Registry("recipe")
 for _recipe in (
-    Recipe("cifar10", 0.1, 0.9, 1e-4, 182, (91, 136), 0.1, 128, augment=True),
-    Recipe("cifar100", 0.05, 0.9, 1e-3, 200, (60, 120, 160), 0.2, 128, augment=True),
+    Recipe("cifar10", 0.1, 0.9, 1e-4, 182, (91, 136), 0.1, 128, augment=True,
+           softplus_beta=BREGMANET_SOFTPLUS_BETA),
+    Recipe("cifar100", 0.05, 0.9, 1e-3, 200, (60, 120, 160), 0.2, 128, augment=True,
+           softplus_beta=BREGMANET_SOFTPLUS_BETA, stem="imagenet"),
     Recipe("mnist-mlp", 0.1, 0.9, 0.0, 30, (22,), 0.1, 128),
     Recipe("fashion-mnist-mlp", 0.1, 0.9, 0.0, 20, (15,), 0.1, 128),
-):
+):  # fmt: skip
     RECIPES.register(_recipe.name, _recipe)
 
 

@@ -12,17 +12,25 @@ Training is :func:`bregnn.train.fit` (data-parallel with ``--distributed`` under
 ``torchrun``). The run directory gets ``config.json`` (the resolved settings, recipe values
 included: :func:`bregnn.runs.prepare_run` refuses a ``--resume`` that changes any of them
 but the mutable ones, :data:`RESUMABLE`), ``metrics.csv`` and ``checkpoint.pt`` every
-epoch, then ``summary.json`` with the clean test accuracy, FGSM (l_inf, 8/255) and PGD
-(l_2, 0.5) robust accuracies on the test set (or its first ``--robust-subset`` images),
+epoch, then ``summary.json`` with the clean top-1 and top-2 test accuracy, FGSM (l_inf,
+8/255) and PGD (l_2, 0.5) robust accuracies on the test set (or its first
+``--robust-subset`` images), optionally PGD with ``--pgd-restarts`` random restarts and the
+gradient-free Square Attack (``--square-queries``; l_inf at FGSM's eps and l_2 at PGD's),
 the mean logit margin ``f_(1) - f_(2)`` on the test set and the training seconds (summed
 over resumed segments), ``model.pt`` (the trained ``state_dict``, loadable with
 ``torch.load(weights_only=True)``), ``table.md`` (also printed) and the figures
 ``learning-curves.png`` and ``robustness.png`` (skipped with a note without matplotlib).
 
+Activation: ``--activation`` defaults to the paper's choice for ResNets (ReLU for the
+standard variant, eq. 17; softplus for the Bregman one) and to softplus for MLPs / CNNs.
+A softplus takes ``--beta``, else the recipe's ``softplus_beta`` (1000 for the CIFAR
+recipes, as the authors' code reads 'softplus'), else the registry's 1. ``--stem`` (the
+ImageNet-style ResNet18..152) defaults to the recipe's (``imagenet`` for ``cifar100``).
+
 Examples::
 
     bregnn image-classify --dataset cifar10 --model resnet20 --variant bregman \\
-        --activation softplus --beta 1 --recipe cifar10 --data-dir ../shared/data --out runs/r20
+        --recipe cifar10 --data-dir ../shared/data --out runs/r20
     bregnn image-classify --synthetic 64 --model resnet20 --epochs 2 --out runs/smoke
 """
 
@@ -40,7 +48,9 @@ from torch import Tensor, nn
 from bregnn.activations import Activation, activation
 from bregnn.data import CropFlip, InputScaling, RandomAffine, dataset_spec, load_dataset, to_unit
 from bregnn.distributed import DistContext, barrier, cleanup, init_from_env
-from bregnn.models import MLP, RESNETS, ConvNet
+from bregnn.models import IMAGENET_RESNETS, MLP, RESNETS, ConvNet
+from bregnn.models.resnet import STEMS
+from bregnn.nn import MIXINGS
 from bregnn.plotting import figures_available, skip_figures_note
 from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
 from bregnn.runs import (
@@ -51,7 +61,7 @@ from bregnn.runs import (
     prepare_run,
     write_json,
 )
-from bregnn.train import History, evaluate, fit
+from bregnn.train import History, evaluate, fit, topk_accuracy
 from bregnn.utils import pick_device, seed_everything
 
 __all__ = [
@@ -66,6 +76,7 @@ __all__ = [
     "build_model",
     "format_table",
     "load_data",
+    "resolve_activation",
     "robustness",
     "run",
     "run_config",
@@ -75,7 +86,13 @@ __all__ = [
 NAME = "image-classify"
 HELP = "Train a (Bregman) ResNet / MLP / CNN on MNIST, Fashion-MNIST or CIFAR; report robustness"
 
-RESUMABLE = MUTABLE_KEYS | {"robust_subset", "pgd_steps", "distributed"}
+RESUMABLE = MUTABLE_KEYS | {
+    "robust_subset",
+    "pgd_steps",
+    "pgd_restarts",
+    "square_queries",
+    "distributed",
+}
 """Settings a ``--resume`` may change: those of :mod:`bregnn.runs`, the final evaluation's
 and multi-process training (which follows single-process training step for step)."""
 
@@ -162,6 +179,21 @@ def make_activation(name: str, beta: float | None) -> Activation:
     return activation(name, beta=beta)
 
 
+def resolve_activation(args: argparse.Namespace, recipe: Recipe | None = None) -> Activation:
+    """The run's activation: ``--activation`` or, when it is not given, ReLU for a standard
+    ResNet (eq. 17), softplus otherwise; a softplus gets ``--beta``, else the recipe's
+    ``softplus_beta``, else the registry default."""
+    recipe = recipe if recipe is not None else recipe_from_args(args)
+    name = args.activation
+    if name is None:
+        standard_resnet = args.model in RESNETS and args.variant == "standard"
+        name = "relu" if standard_resnet else "softplus"
+    beta = args.beta
+    if beta is None and activation(name).name == "softplus":
+        beta = recipe.softplus_beta
+    return make_activation(name, beta)
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(t) for t in text.split(",") if t.strip())
@@ -170,32 +202,53 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def build_model(args: argparse.Namespace) -> nn.Module:
-    """``nn.Sequential(InputScaling, network)`` for ``args.model`` on ``args.dataset``."""
+def resolve_stem(args: argparse.Namespace, recipe: Recipe | None = None) -> str | None:
+    """The ImageNet-style ResNet's stem: ``--stem``, else the recipe's, else ``None`` (the
+    model's default); ``ValueError`` for ``--stem`` with any other model."""
+    if args.model not in IMAGENET_RESNETS:
+        if args.stem is not None:
+            raise ValueError(
+                f"--stem applies to {list(IMAGENET_RESNETS)}; got --model {args.model}"
+            )
+        return None
+    recipe = recipe if recipe is not None else recipe_from_args(args)
+    return args.stem if args.stem is not None else recipe.stem
+
+
+def build_model(args: argparse.Namespace, recipe: Recipe | None = None) -> nn.Module:
+    """``nn.Sequential(InputScaling, network)`` for ``args.model`` on ``args.dataset``
+    (``recipe``: the run's recipe, default :func:`recipe_from_args`)."""
     spec = dataset_spec(args.dataset)
     channels, height, width = spec.shape
     classes = len(spec.classes)
-    act = make_activation(args.activation, args.beta)
+    recipe = recipe if recipe is not None else recipe_from_args(args)
+    act = resolve_activation(args, recipe)
     if args.model in RESNETS:
         if args.variant not in ("standard", "bregman"):
             raise ValueError(
                 f"ResNets have variants ['standard', 'bregman']; got --variant {args.variant}"
             )
+        if args.mixing != "softmax":
+            raise ValueError("--mixing applies to the MLP and CNN heads, not to ResNets")
+        stem = resolve_stem(args, recipe)
         net = RESNETS[args.model](
             num_classes=classes,
             in_channels=channels,
             activation=act,
             variant=args.variant,
             zero_init_residual=args.zero_init_residual,
+            **({"stem": stem} if stem is not None else {}),
         )
         return nn.Sequential(InputScaling.normalize(spec.mean, spec.std), net)
+    resolve_stem(args, recipe)  # --stem with an MLP / CNN is an error
     hidden = _int_list(args.hidden)
     if args.model == "mlp":
-        net = MLP(channels * height * width, hidden, classes, act, args.variant)
+        net = MLP(channels * height * width, hidden, classes, act, args.variant,
+                  mixing=args.mixing)  # fmt: skip
         return nn.Sequential(InputScaling.for_activation(act), nn.Flatten(), net)
     if args.model == "cnn":
         net = ConvNet(channels, classes, _int_list(args.channels), hidden, act, args.variant,
-                      image_size=height)  # fmt: skip
+                      image_size=height, mixing=args.mixing)  # fmt: skip
         return nn.Sequential(InputScaling.for_activation(act), net)
     raise ValueError(f"unknown model {args.model!r}; valid models: {list(MODELS)}")
 
@@ -214,17 +267,37 @@ def robustness(
     pgd_eps: float = 0.5,
     pgd_steps: int = 20,
     batch_size: int = 256,
+    pgd_restarts: int = 0,
+    square_queries: int = 0,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """FGSM (l_inf) and PGD (l_2) robust accuracy of ``model`` on pixel-space ``x``."""
-    from bregnn.attacks import FGSM, PGDL2, robust_accuracy
+    """FGSM (l_inf) and PGD (l_2) robust accuracy of ``model`` on pixel-space ``x`` (the
+    paper's attacks, Sec. 5.2.1); with ``pgd_restarts > 0`` also PGD from that many random
+    starts (worst case per sample, the generator seeded with ``seed``), with
+    ``square_queries > 0`` the Square Attack in l_inf (``fgsm_eps``) and in l_2
+    (``pgd_eps``) with that query budget (seed ``seed``)."""
+    from bregnn.attacks import FGSM, PGDL2, Square, robust_accuracy
 
-    return {
+    result = {
         "fgsm_linf_eps": fgsm_eps,
         "fgsm_accuracy": robust_accuracy(model, x, y, FGSM(fgsm_eps), batch_size),
         "pgd_l2_eps": pgd_eps,
         "pgd_l2_steps": pgd_steps,
         "pgd_accuracy": robust_accuracy(model, x, y, PGDL2(pgd_eps, pgd_steps), batch_size),
     }
+    if pgd_restarts > 0:
+        attack = PGDL2(pgd_eps, pgd_steps, random_start=True, restarts=pgd_restarts)
+        generator = torch.Generator().manual_seed(seed)
+        result["pgd_restarts"] = pgd_restarts
+        result["pgd_restarts_accuracy"] = robust_accuracy(
+            model, x, y, attack, batch_size, generator=generator
+        )
+    if square_queries > 0:
+        result["square_queries"] = square_queries
+        for norm, eps in (("linf", fgsm_eps), ("l2", pgd_eps)):
+            attack = Square(eps, norm, square_queries, seed)
+            result[f"square_{norm}_accuracy"] = robust_accuracy(model, x, y, attack, batch_size)
+    return result
 
 
 @torch.no_grad()
@@ -246,11 +319,19 @@ def final_evaluation(
     """Clean accuracy and logit margin on the test set, robust accuracies on a subset."""
     x, y = to_unit(test[0]), test[1]
     loss, acc = evaluate(model, x, y)
+    top2 = topk_accuracy(model, x, y, ks=(2,))[2]
     n_robust = len(x) if args.robust_subset is None else min(args.robust_subset, len(x))
-    result = {"test_loss": loss, "test_accuracy": acc, "robust_subset": n_robust}
+    result = {"test_loss": loss, "test_accuracy": acc, "test_top2_accuracy": top2}
+    result["robust_subset"] = n_robust
     result["mean_logit_margin"] = mean_logit_margin(model, x)
     if n_robust > 0:
-        result.update(robustness(model, x[:n_robust], y[:n_robust], pgd_steps=args.pgd_steps))
+        result.update(
+            robustness(
+                model, x[:n_robust], y[:n_robust], pgd_steps=args.pgd_steps,
+                pgd_restarts=args.pgd_restarts, square_queries=args.square_queries,
+                seed=args.seed,
+            )
+        )  # fmt: skip
     return result
 
 
@@ -261,8 +342,15 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--variant", choices=("standard", "euclidean", "bregman"), default="bregman"
     )
-    parser.add_argument("--activation", default="softplus", help="a registered activation")
-    parser.add_argument("--beta", type=float, default=None, help="softplus beta (default 1)")
+    parser.add_argument("--activation", default=None,
+                        help="a registered activation (default: relu for a standard ResNet, "
+                             "softplus otherwise)")  # fmt: skip
+    parser.add_argument("--beta", type=float, default=None,
+                        help="softplus beta (default: the recipe's, else 1)")  # fmt: skip
+    parser.add_argument("--stem", choices=STEMS, default=None,
+                        help=f"stem of {', '.join(IMAGENET_RESNETS)} (default: the recipe's)")  # fmt: skip
+    parser.add_argument("--mixing", choices=MIXINGS, default="softmax",
+                        help="how the MLP / CNN head keeps M on the simplex")  # fmt: skip
     parser.add_argument("--hidden", default="256", help="MLP/CNN head widths, e.g. 256,256,256")
     parser.add_argument("--channels", default="32,64", help="CNN convolution channels")
     parser.add_argument("--zero-init-residual", action="store_true",
@@ -290,6 +378,10 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--robust-subset", type=int, default=None, metavar="N",
                         help="attack only the first N test images (0: skip the attacks)")  # fmt: skip
     parser.add_argument("--pgd-steps", type=int, default=20)
+    parser.add_argument("--pgd-restarts", type=int, default=0, metavar="R",
+                        help="also PGD from R random starts, worst case kept (0: skip)")  # fmt: skip
+    parser.add_argument("--square-queries", type=int, default=0, metavar="Q",
+                        help="also the Square Attack (l_inf, l_2) with Q queries (0: skip)")  # fmt: skip
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel training; start with torchrun")  # fmt: skip
     parser.add_argument(
@@ -345,11 +437,14 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.robust_subset is not None and args.robust_subset < 0:
         raise ValueError(f"--robust-subset must be >= 0; got {args.robust_subset}")
+    for flag in ("pgd_restarts", "square_queries"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0; got {getattr(args, flag)}")
     ctx = init_from_env(args.device) if args.distributed else DistContext()
     try:
         device = ctx.device if args.distributed else pick_device(args.device)
         seed_everything(args.seed)
-        model = build_model(args).to(device)
+        model = build_model(args, recipe).to(device)
         if args.amp:
             model = Autocast(model)
         train, test = load_data(args)
@@ -390,7 +485,7 @@ def _finish(
         "n_test": len(test[0]),
         "model": args.model,
         "variant": args.variant,
-        "activation": repr(make_activation(args.activation, args.beta)),
+        "activation": repr(resolve_activation(args, recipe)),
         "parameters": sum(p.numel() for p in net.parameters()),
         "recipe": recipe.as_dict(),
         "epochs_run": len(history.rows),
@@ -415,15 +510,15 @@ def _finish(
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A one-row markdown table of ``summary``: clean and robust test accuracy (percent),
-    logit margin, epochs and training seconds."""
+    """A one-row markdown table of ``summary``: clean top-1 / top-2 and robust test accuracy
+    (percent; the restarted PGD and Square columns only when they ran), logit margin,
+    epochs and training seconds."""
 
     def percent(key: str) -> str:
         value = summary.get(key)
         return "-" if value is None else f"{100 * value:.1f}"
 
-    headers = ["model", "variant", "epochs", "test acc (%)", "FGSM acc (%)", "PGD acc (%)",
-               "logit margin", "train time (s)"]  # fmt: skip
+    headers = ["model", "variant", "epochs", "test acc (%)", "FGSM acc (%)", "PGD acc (%)"]
     cells = [
         summary["model"],
         summary["variant"],
@@ -431,9 +526,18 @@ def format_table(summary: dict[str, Any]) -> str:
         percent("test_accuracy"),
         percent("fgsm_accuracy"),
         percent("pgd_accuracy"),
-        f"{summary['mean_logit_margin']:.3f}",
-        f"{summary['train_seconds']:.1f}",
     ]
+    for key, header in (
+        ("pgd_restarts_accuracy", "PGD restarts acc (%)"),
+        ("square_linf_accuracy", "Square l_inf acc (%)"),
+        ("square_l2_accuracy", "Square l_2 acc (%)"),
+        ("test_top2_accuracy", "top-2 acc (%)"),
+    ):
+        if key in summary:
+            headers.append(header)
+            cells.append(percent(key))
+    headers += ["logit margin", "train time (s)"]
+    cells += [f"{summary['mean_logit_margin']:.3f}", f"{summary['train_seconds']:.1f}"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -456,6 +560,12 @@ def _figures(history: History, summary: dict[str, Any], args: argparse.Namespace
             f"FGSM l_inf {summary['fgsm_linf_eps']:.3g}": summary["fgsm_accuracy"],
             f"PGD l_2 {summary['pgd_l2_eps']:g}": summary["pgd_accuracy"],
         }
+        if "pgd_restarts_accuracy" in summary:
+            label = f"PGD l_2 x{summary['pgd_restarts']} restarts"
+            accuracies[label] = summary["pgd_restarts_accuracy"]
+        if "square_linf_accuracy" in summary:
+            accuracies["Square l_inf"] = summary["square_linf_accuracy"]
+            accuracies["Square l_2"] = summary["square_l2_accuracy"]
         title = f"{name}: first {summary['robust_subset']} test images"
         paths.append(plot_robustness(accuracies, args.out / "robustness.png", title))
     return paths
