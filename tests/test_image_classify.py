@@ -246,6 +246,26 @@ def test_extra_attacks_and_projected_mixing_reach_the_summary(tmp_path, capsys):
     assert "--square-queries must be >= 0" in capsys.readouterr().err
 
 
+def test_validation_split_early_stopping_and_fill(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(_mlp_run(out, "--epochs", "6", "--val-fraction", "0.25", "--patience", "1",
+                  "--fill", "0.5"))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_train"], summary["n_val"]) == (36, 12)
+    rows = _rows(out / "metrics.csv")
+    assert "val_accuracy" in rows[0] and 1 <= summary["best_epoch"] <= len(rows)
+    assert summary["stopped_early"] == (len(rows) < 6)
+    mlp = ic.build_model(_args("--dataset", "mnist", "--model", "mlp", "--activation", "tanh",
+                               "--fill", "0.5"))  # fmt: skip
+    torch.testing.assert_close(mlp[0](torch.tensor([[0.0, 1.0]])), torch.tensor([[-0.5, 0.5]]))
+    with pytest.raises(SystemExit):
+        main(_mlp_run(tmp_path / "bad", "--patience", "2"))
+    assert "--patience needs a validation split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_mlp_run(tmp_path / "bad2", "--val-fraction", "1.5"))
+    assert "--val-fraction must be in [0, 1)" in capsys.readouterr().err
+
+
 def test_resume_continues_exactly(tmp_path):
     main(_mlp_run(tmp_path / "straight", "--epochs", "3"))
     main(_mlp_run(tmp_path / "resumed", "--epochs", "1"))

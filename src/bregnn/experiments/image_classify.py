@@ -169,6 +169,24 @@ def load_data(args: argparse.Namespace) -> tuple[tuple[Tensor, Tensor], tuple[Te
     )
 
 
+def hold_out(
+    train: tuple[Tensor, Tensor], fraction: float, seed: int
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None]:
+    """``(train, val)``: a random share ``fraction`` of the training images (generator
+    seeded with ``seed``) held out for validation; ``fraction = 0``: ``(train, None)``."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1); got {fraction}")
+    if fraction == 0:
+        return train, None
+    images, labels = train
+    n_val = max(1, round(fraction * len(images)))
+    if n_val >= len(images):
+        raise ValueError(f"--val-fraction {fraction} leaves no training images")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    val, kept = order[:n_val], order[n_val:]
+    return (images[kept], labels[kept]), (images[val], labels[val])
+
+
 # -- models --------------------------------------------------------------------------------------
 def make_activation(name: str, beta: float | None) -> Activation:
     """The registry activation; ``beta`` only for softplus."""
@@ -245,11 +263,11 @@ def build_model(args: argparse.Namespace, recipe: Recipe | None = None) -> nn.Mo
     if args.model == "mlp":
         net = MLP(channels * height * width, hidden, classes, act, args.variant,
                   mixing=args.mixing)  # fmt: skip
-        return nn.Sequential(InputScaling.for_activation(act), nn.Flatten(), net)
+        return nn.Sequential(InputScaling.for_activation(act, args.fill), nn.Flatten(), net)
     if args.model == "cnn":
         net = ConvNet(channels, classes, _int_list(args.channels), hidden, act, args.variant,
                       image_size=height, mixing=args.mixing)  # fmt: skip
-        return nn.Sequential(InputScaling.for_activation(act), net)
+        return nn.Sequential(InputScaling.for_activation(act, args.fill), net)
     raise ValueError(f"unknown model {args.model!r}; valid models: {list(MODELS)}")
 
 
@@ -365,6 +383,14 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--gamma", type=float, default=None, help="override the recipe")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="override the recipe's augmentation")  # fmt: skip
+    parser.add_argument("--val-fraction", type=float, default=0.0,
+                        help="hold out this random share of the training images for validation")  # fmt: skip
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early stopping after N epochs without a better validation "
+                             "accuracy (the best weights are kept)")  # fmt: skip
+    parser.add_argument("--fill", type=float, default=0.9,
+                        help="MLP / CNN: pixel space maps onto this central share of the "
+                             "activation's range")  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="default $BREGNN_DATA, else ~/.cache/bregnn")  # fmt: skip
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
@@ -437,6 +463,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.robust_subset is not None and args.robust_subset < 0:
         raise ValueError(f"--robust-subset must be >= 0; got {args.robust_subset}")
+    if args.patience is not None and not args.val_fraction > 0:
+        raise ValueError("--patience needs a validation split: give --val-fraction")
     for flag in ("pgd_restarts", "square_queries"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 0; got {getattr(args, flag)}")
@@ -448,16 +476,19 @@ def run(args: argparse.Namespace) -> int:
         if args.amp:
             model = Autocast(model)
         train, test = load_data(args)
+        train, val = hold_out(train, args.val_fraction, args.seed)
         resumed = _prepare(args, run_config(args, recipe), ctx)
         config = recipe.train_config(seed=args.seed, progress=not args.no_progress,
                                      desc=f"{args.model} {args.variant}")  # fmt: skip
+        config.patience = args.patience
         transform = ToUnitAugment(
             _augmentation(dataset_spec(args.dataset).shape[0], recipe.augment)
         )
-        history = fit(model, train, config, test=test, run_dir=args.out, resume=resumed,
-                      train_transform=transform, eval_transform=ToUnit(), ctx=ctx)  # fmt: skip
+        history = fit(model, train, config, val=val, test=test, run_dir=args.out,
+                      resume=resumed, train_transform=transform, eval_transform=ToUnit(),
+                      ctx=ctx)  # fmt: skip
         if ctx.is_main:
-            _finish(model, history, train, test, args, recipe, device, ctx)
+            _finish(model, history, train, val, test, args, recipe, device, ctx)
     finally:
         cleanup()
     return 0
@@ -467,6 +498,7 @@ def _finish(
     model: nn.Module,
     history: History,
     train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor] | None,
     test: tuple[Tensor, Tensor],
     args: argparse.Namespace,
     recipe: Recipe,
@@ -482,6 +514,7 @@ def _finish(
     summary = {
         "dataset": args.dataset if not args.synthetic else f"synthetic({args.dataset} shape)",
         "n_train": len(train[0]),
+        "n_val": 0 if val is None else len(val[0]),
         "n_test": len(test[0]),
         "model": args.model,
         "variant": args.variant,
@@ -489,6 +522,8 @@ def _finish(
         "parameters": sum(p.numel() for p in net.parameters()),
         "recipe": recipe.as_dict(),
         "epochs_run": len(history.rows),
+        "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early,
         "final_train_loss": last.get("train_loss"),
         "final_train_accuracy": last.get("train_accuracy"),
         "train_seconds": accumulated_seconds(history.rows, "time"),
