@@ -231,10 +231,10 @@ REAL_DATA = Path(os.environ.get("BREGNN_DATA", Path(__file__).parents[2] / "shar
 @pytest.mark.skipif(not (REAL_DATA / "MNIST" / "raw").exists(), reason="MNIST files not found")
 def test_real_mnist_depth9_sigmoid_standard_lags_bregman(tmp_path):
     study = ds.DepthStudy(
-        depths=(9,), widths=(128,), activations=("sigmoid",), epochs=2, seeds=1,
+        depths=(9,), widths=(128,), activations=("sigmoid",), epochs=5, seeds=1,
         data_dir=REAL_DATA, out=tmp_path, figures=False,
     )  # fmt: skip
     rows = {r["variant"]: r for r in ds.run_study(study, echo=False).rows}
-    assert rows["bregman"]["test_mean"] > 0.5
-    assert rows["standard"]["test_mean"] < rows["bregman"]["test_mean"] - 0.2
+    assert rows["bregman"]["test_mean"] > 0.6
+    assert rows["standard"]["test_mean"] < 0.2
     assert math.isfinite(rows["standard"]["train_mean"])
