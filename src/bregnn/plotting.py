@@ -359,7 +359,9 @@ def plot_mean_curves(
         squeeze=False,
         constrained_layout=True,
     )
+    styles = ("-", "--", ":", "-.")
     for ax, (name, lines) in zip(axes[0], panels.items()):
+        used: dict[str, int] = {}
         for i, (label, rows) in enumerate(lines.items()):
             rows = [r for r in rows if r.get(f"{metric}_mean") is not None]
             if not rows:
@@ -370,7 +372,10 @@ def plot_mean_curves(
                 [float(r.get(f"{metric}_std") or 0.0) for r in rows], dtype=torch.float64
             )
             color = _color_for(label, i)
-            ax.plot(epochs, mean.numpy(), color=color, linewidth=1.6, label=label)
+            style = styles[used.get(color, 0) % len(styles)]  # same variant: another dash
+            used[color] = used.get(color, 0) + 1
+            ax.plot(epochs, mean.numpy(), color=color, linestyle=style, linewidth=1.6,
+                    marker="o" if len(epochs) == 1 else None, label=label)  # fmt: skip
             low = (mean - std).clamp(min=1e-12) if log_y else mean - std
             ax.fill_between(
                 epochs, low.numpy(), (mean + std).numpy(), color=color, alpha=0.2, linewidth=0
