@@ -329,3 +329,38 @@ def test_distributed_command_matches_single_process(tmp_path):
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-6)
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2
+
+
+# -- the reproductions built on image-classify ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "folder", "first"),
+    [("cifar10-resnet", "cifar-10-batches-py", "data_batch_1"), ("cifar100-resnet",
+     "cifar-100-python", "train")],
+)  # fmt: skip
+def test_cifar_reproductions_name_the_files_to_place(tmp_path, capsys, name, folder, first):
+    argv = ["reproduce", name, "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path)]
+    for _ in range(2):  # nothing ran: the second attempt is not refused as a rerun
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--no-progress"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"place {first}" in err
+        assert str(tmp_path / folder) in err and "--quick" in err
+
+
+def test_reproduction_runs_are_image_classify_command_lines():
+    from bregnn.experiments import robustness_tables as rt
+
+    assert [r.name for r in rt.CIFAR10_TABLE3][:1] == ["r20-bregman-atan"]
+    standard = next(r for r in rt.CIFAR10_TABLE3 if r.name == "r20-standard")
+    args = _args(*standard.argv)
+    assert "--activation" not in standard.argv  # the ReLU baseline by default
+    net = ic.build_model(args)[1]
+    assert net.act.name == "relu" and net.init == "fan_in"
+    r18 = ic.build_model(
+        _args(*next(r for r in rt.CIFAR100_TABLE4 if r.name == "r18-bregman").argv)
+    )
+    assert r18[1].stem == "imagenet" and r18[1].act.beta == 1000 and r18[1].fc.out_features == 100
+    ffnn3 = next(r for r in rt.FASHION_FFNN if r.name == "ffnn3-bregman")
+    mlp = ic.build_model(_args(*ffnn3.argv))[2]
+    assert [layer.out_features for layer in mlp.layers] == [784, 784, 784]
