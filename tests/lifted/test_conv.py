@@ -86,6 +86,46 @@ def test_adjoint_identities(name):
     torch.testing.assert_close(layer.input_grad(g, w, add=extra), extra + layer.input_grad(g, w))
 
 
+def test_pooled_input_is_remembered_only_for_the_same_unmodified_tensor():
+    import pickle
+
+    layer = Conv((2, 6, 6), 3, 3, pre=(AvgPool(2),))
+    x = torch.randn(4, 2, 6, 6, dtype=D)
+    first = layer.prepare(x)
+    assert layer.prepare(x) is first
+    x.add_(1.0)  # modified in place: pooled again
+    again = layer.prepare(x)
+    assert again is not first
+    torch.testing.assert_close(again, nn.functional.avg_pool2d(x, 2))
+    assert layer.prepare(x.clone()) is not again  # another tensor
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_(True)
+        layer.prepare(leaf).sum().backward()  # not remembered: it carries a graph
+    assert layer._last_input[0]() is not leaf
+    clone = pickle.loads(
+        pickle.dumps(LiftedNetwork(layers=[layer, Dense((3, 1, 1), 2, pre=(Flatten(),))]))
+    )
+    assert clone.layers[0]._last_input is None
+
+
+def test_smooth_grads_parts():
+    net = _cnn()
+    params, x0, aux, y = _problem(net)
+    pen = get_penalty("bregman")
+    grad, grad_aux, zs = net.smooth_grads(params, x0, aux, y, pen)
+    only_w, none_aux, _ = net.smooth_grads(params, x0, aux, y, pen, parts="params")
+    none_w, only_aux, _ = net.smooth_grads(params, x0, aux, y, pen, parts="aux")
+    assert none_aux is None and none_w is None
+    for a, b in zip(
+        (*grad.weights, *grad.biases, *grad_aux),
+        (*only_w.weights, *only_w.biases, *only_aux),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="parts must be"):
+        net.smooth_grads(params, x0, aux, y, pen, parts="x")
+
+
 @pytest.mark.parametrize(
     "op", [Flatten(), AvgPool(2), AvgPool(3, 2, 1, True, False), AvgPool((2, 3), 1, (1, 0))]
 )
@@ -386,8 +426,7 @@ def test_memory_does_not_grow_with_the_number_of_samples(method):
 
 # -- every method through fit -------------------------------------------------------------------------
 CNN_METHODS: dict[str, dict] = {
-    "lbn-s": {"batch_size": 16, "inner_iters": 5, "tau": 1.0, "step_rule": "alternating",
-              "step_scale": 1.99},
+    "lbn-s": {"batch_size": 16, "inner_iters": 5, "tau": 1.0, "step_rule": "alternating"},
     "lbn-d": {"inner_iters": 5},
     "lifted-quadratic": {"batch_size": 16, "inner_iters": 5, "tau": 1.0},
     "mac-qp": {"batch_size": 16, "inner_iters": 5, "tau": 1.0},

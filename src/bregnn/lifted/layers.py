@@ -54,6 +54,7 @@ fixed at zero in every solver without a special case.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -221,7 +222,27 @@ class AffineLayer:
         self.in_shape = _shape(in_shape)
         self.pre = tuple(pre)
         self._pre_shapes = _chain_shapes(self.pre, self.in_shape)
+        self._last_input: tuple | None = None
         return self._pre_shapes[-1]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_last_input": None}
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """:math:`P x`: ``x`` viewed as ``(N, *in_shape)`` with the ``pre`` operators applied.
+        The result for the last ``x`` is remembered (the same tensor object, not modified
+        since, outside autograd): within one step the energy, its gradients and the step
+        sizes all read a layer's input, and pooling it once per step is enough."""
+        x = self.as_input(x)
+        if not self.pre:
+            return x
+        last = self._last_input
+        if last is not None and last[0]() is x and last[1] == x._version:
+            return last[2]
+        out = _apply(self.pre, x)
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            self._last_input = (weakref.ref(x), x._version, out)
+        return out
 
     def _finish(self, core_out: Shape, post: Sequence[LinearOp]) -> None:
         self.post = tuple(post)
@@ -357,10 +378,13 @@ class Dense(AffineLayer):
         return f"Dense({self.in_shape} -> {self.out_features}{self._ops_repr()})"
 
     def _flat(self, x: Tensor) -> Tensor:
-        return x if not self.pre else _apply(self.pre, self.as_input(x))
+        return x if not self.pre else self.prepare(x)
 
     def forward(self, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
-        z = torch.addmm(bias, self._flat(x), weight.T)
+        return self._after_input(weight, bias, self._flat(x))
+
+    def _after_input(self, weight: Tensor, bias: Tensor, flat: Tensor) -> Tensor:
+        z = torch.addmm(bias, flat, weight.T)
         return _apply(self.post, z) if self.post else z
 
     def _core_grad(self, g: Tensor) -> Tensor:
@@ -397,7 +421,8 @@ class Dense(AffineLayer):
             from bregnn.lifted.solvers.base import power_step
 
             return power_step(weight, v)
-        u = self.forward(weight, weight.new_zeros(()).expand(self.out_features), v.unsqueeze(0))
+        zero = weight.new_zeros(()).expand(self.out_features)
+        u = self._after_input(weight, zero, _apply(self.pre, v.unsqueeze(0)))
         return _normalised(self.input_grad(u, weight)[0], v)
 
     def init_params(
@@ -515,11 +540,13 @@ class Conv(AffineLayer):
         return self.stride, self.padding, self.dilation
 
     def _input(self, x: Tensor) -> Tensor:
-        x = self.as_input(x)
-        return _apply(self.pre, x) if self.pre else x
+        return self.prepare(x)
 
     def forward(self, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
-        z = F.conv2d(self._input(x), weight, bias if self.bias else None, *self._conv_args())
+        return self._after_input(weight, bias, self._input(x))
+
+    def _after_input(self, weight: Tensor, bias: Tensor, xin: Tensor) -> Tensor:
+        z = F.conv2d(xin, weight, bias if self.bias else None, *self._conv_args())
         if not self.bias and bias.requires_grad:
             # the empty bias enters as its (zero) sum, so that autograd (the backprop
             # baselines) gives it its empty gradient instead of calling it unused
@@ -564,7 +591,7 @@ class Conv(AffineLayer):
 
     def input_power_step(self, weight: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         zero = weight.new_zeros(self.bias_shape)
-        u = self.forward(weight, zero, v.unsqueeze(0))
+        u = self._after_input(weight, zero, _apply(self.pre, v.unsqueeze(0)))
         return _normalised(self.input_grad(u, weight)[0], v)
 
     def init_params(

@@ -576,9 +576,19 @@ class LiftedNetwork:
         return EnergyParts(tuple(coupling), reg_total, loss, total)
 
     def smooth_grads(
-        self, params: Params, x0: Tensor, aux: Sequence[Tensor], y: Tensor, penalty: Penalty
-    ) -> tuple[Params, tuple[Tensor, ...], list[Tensor]]:
-        """Closed-form :math:`(\\nabla_\\Theta H, \\nabla_X H)` and the pre-activations."""
+        self,
+        params: Params,
+        x0: Tensor,
+        aux: Sequence[Tensor],
+        y: Tensor,
+        penalty: Penalty,
+        *,
+        parts: str = "all",
+    ) -> tuple[Params | None, tuple[Tensor, ...] | None, list[Tensor]]:
+        """Closed-form :math:`(\\nabla_\\Theta H, \\nabla_X H)` and the pre-activations;
+        ``parts="params"`` or ``"aux"`` computes only that gradient (the other is ``None``)."""
+        if parts not in ("all", "params", "aux"):
+            raise ValueError(f"parts must be 'all', 'params' or 'aux'; got {parts!r}")
         zs = self.pre_activations(params, x0, aux)
         inputs = (x0, *aux)
         g_z: list[Tensor] = []
@@ -590,16 +600,21 @@ class LiftedNetwork:
             g_z.append(gz if lam == 1.0 else lam * gz)
         g_out = self.output.rho(zs[-1]) - y
         g_z.append(g_out if self.lambdas[-1] == 1.0 else self.lambdas[-1] * g_out)
-        grads = [
-            layer.param_grads(g, x) for layer, g, x in zip(self.layers, g_z, inputs, strict=True)
-        ]
-        g_aux = tuple(
-            layer.input_grad(g_next, w_next, add=own)
-            for own, g_next, w_next, layer in zip(
-                g_x_own, g_z[1:], params.weights[1:], self.layers[1:], strict=False
+        grad = g_aux = None
+        if parts != "aux":
+            pairs = [
+                layer.param_grads(g, x)
+                for layer, g, x in zip(self.layers, g_z, inputs, strict=True)
+            ]
+            grad = Params(tuple(g for g, _ in pairs), tuple(g for _, g in pairs))
+        if parts != "params":
+            g_aux = tuple(
+                layer.input_grad(g_next, w_next, add=own)
+                for own, g_next, w_next, layer in zip(
+                    g_x_own, g_z[1:], params.weights[1:], self.layers[1:], strict=False
+                )
             )
-        )
-        return Params(tuple(g for g, _ in grads), tuple(g for _, g in grads)), g_aux, zs
+        return grad, g_aux, zs
 
     def prox_g(self, aux: Sequence[Tensor], steps: Sequence[Tensor | float], penalty: Penalty):
         """Per hidden layer :math:`x_l \\mapsto

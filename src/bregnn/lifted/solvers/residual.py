@@ -122,9 +122,19 @@ class ResidualLiftedNetwork(LiftedNetwork):
         ]
 
     def smooth_grads(
-        self, params: Params, x0: Tensor, aux: Sequence[Tensor], y: Tensor, penalty: Penalty
-    ) -> tuple[Params, tuple[Tensor, ...], list[Tensor]]:
-        """Closed-form gradients of :math:`H` in :math:`(\\Theta, D)` (see the module doc)."""
+        self,
+        params: Params,
+        x0: Tensor,
+        aux: Sequence[Tensor],
+        y: Tensor,
+        penalty: Penalty,
+        *,
+        parts: str = "all",
+    ) -> tuple[Params | None, tuple[Tensor, ...] | None, list[Tensor]]:
+        """Closed-form gradients of :math:`H` in :math:`(\\Theta, D)` (see the module doc);
+        ``parts`` as for :meth:`LiftedNetwork.smooth_grads`."""
+        if parts not in ("all", "params", "aux"):
+            raise ValueError(f"parts must be 'all', 'params' or 'aux'; got {parts!r}")
         inputs = (x0, *self.states(x0, aux))
         zs = [
             layer.forward(w, b, x)
@@ -138,11 +148,15 @@ class ResidualLiftedNetwork(LiftedNetwork):
             own.append(self.lambdas[l] * gx)
             g_z.append(self.lambdas[l] * gz)
         g_z.append(self.lambdas[-1] * (self.output.rho(zs[-1]) - y))
-        grads = [
-            layer.param_grads(g, x) for layer, g, x in zip(self.layers, g_z, inputs, strict=True)
-        ]
-        g_w = tuple(g for g, _ in grads)
-        g_b = tuple(g for _, g in grads)
+        grad = None
+        if parts != "aux":
+            pairs = [
+                layer.param_grads(g, x)
+                for layer, g, x in zip(self.layers, g_z, inputs, strict=True)
+            ]
+            grad = Params(tuple(g for g, _ in pairs), tuple(g for _, g in pairs))
+        if parts == "params":
+            return grad, None, zs
         n_hidden = len(aux)
         downstream: list[Tensor] = [zs[0]] * n_hidden
         acc = self.layers[-1].input_grad(g_z[-1], params.weights[-1])
@@ -152,7 +166,7 @@ class ResidualLiftedNetwork(LiftedNetwork):
             acc = nxt + acc if self.skips[l + 1] else nxt
             downstream[l] = acc
         g_aux = tuple(o + a for o, a in zip(own, downstream, strict=True))
-        return Params(g_w, g_b), g_aux, zs
+        return grad, g_aux, zs
 
     def to_module(self, params: Params) -> nn.Module:
         """A :class:`ResidualMLP` with these weights (each affine map an ``nn.Linear`` /
