@@ -79,7 +79,7 @@ def register(name: str, paper: str, methods: Sequence[str]):
 
 def _load_entries() -> None:
     # the modules that define reproductions register them on import
-    from bregnn.experiments import bregman_tables, lifted_tables, robustness_tables  # noqa: F401
+    from bregnn.experiments import bregman_tables, lifted_cnn, lifted_tables, robustness_tables  # noqa: F401
 
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
