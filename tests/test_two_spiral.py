@@ -212,7 +212,9 @@ def read_metrics_with_time(outcome, tmp_path):
 
 
 def test_a_diverging_run_is_recorded_and_the_grid_goes_on(tmp_path):
-    grid = tiny_grid(tmp_path, lrs=(1e38, 0.1), seeds=1)
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        ts.run_grid(tiny_grid(tmp_path, out=tmp_path / "stops", lrs=(1e38,), seeds=1), echo=False)
+    grid = tiny_grid(tmp_path, lrs=(1e38, 0.1), seeds=1, keep_going=True)
     outcome = ts.run_grid(grid, echo=False)
     diverged = [r for r in outcome.runs if r["lr"] == 1e38]
     assert diverged and all(r["diverged"] for r in diverged)

@@ -88,10 +88,12 @@ def _settings(options: Options, settings: dict[str, Any], quick: Mapping[str, An
 
 
 def _grid(options: Options, sub: str, quick: Mapping[str, Any], **settings: Any) -> SpiralGrid:
-    # --quick draws only the entry's own figures (the grid's are tested with the grid)
+    # --quick draws only the entry's own figures (the grid's are tested with the grid); a
+    # diverging run (lr 1 on sigmoid, say) is recorded and the grid goes on
     return SpiralGrid(**_settings(options, settings, quick), out=options.out / sub,
                       resume=options.resume, overwrite=options.overwrite,
-                      progress=options.progress, figures=not options.quick)  # fmt: skip
+                      progress=options.progress, figures=not options.quick,
+                      keep_going=True)  # fmt: skip
 
 
 def _study(options: Options, sub: str, quick: Mapping[str, Any], **settings: Any) -> DepthStudy:

@@ -25,9 +25,9 @@ and PNG figures (dataset, per-layer representations, and for deep models the per
 parameter norms and steps :math:`|z_l - z_{l-1}|`); without matplotlib the figures are
 skipped with a note.
 
-A run whose loss becomes NaN or infinite does not stop the grid: it is recorded with
-``"diverged": true`` and scored as a model with NaN weights (every prediction is class 0),
-as in the authors' training loop.
+A run whose loss becomes NaN or infinite stops the grid (``FloatingPointError``), unless
+``keep_going``: then it is recorded with ``"diverged": true`` and scored as a model with NaN
+weights (every prediction is class 0), as in the authors' training loop, and the grid goes on.
 
 ``resume`` skips finished runs and continues interrupted ones from their checkpoint. It
 may change the mutable settings of :mod:`bregnn.runs` (``epochs`` continues finished runs
@@ -115,6 +115,7 @@ class SpiralGrid:
     batch_size: int = 16
     momentum: float = 0.0
     patience: int | None = None
+    keep_going: bool = False
     n_points: int = 1000
     turns: float = 1.0
     noise: float = 0.05
@@ -241,6 +242,8 @@ def _run_one(
     try:
         history = fit(model, data.train, config, data.val, data.test, run_dir, resume=resume)
     except FloatingPointError:
+        if not grid.keep_going:
+            raise
         # the grid keeps going: the run is recorded as diverged and its weights set to NaN,
         # the state in which the authors' fit() (demos/utils/optimization.py: the step is
         # taken before the NaN check) leaves such a model; argmax of NaN logits is class 0
@@ -302,7 +305,7 @@ def run_grid(grid: SpiralGrid, echo: bool = True) -> GridOutcome:
         grid_config(grid),
         resume=grid.resume,
         overwrite=grid.overwrite,
-        mutable=MUTABLE_KEYS | GRID_AXES,
+        mutable=MUTABLE_KEYS | GRID_AXES | {"keep_going"},
     )
     runs: list[dict[str, Any]] = []
     datasets: dict[str, SpiralData] = {}
@@ -428,6 +431,11 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--patience", type=int, default=None, help="early stopping on validation accuracy"
     )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="record a diverging run (NaN loss) and go on with the grid instead of stopping",
+    )
     parser.add_argument("--n-points", type=int, default=1000, help="points (60/20/20 split)")
     parser.add_argument("--turns", type=float, default=1.0, help="turns of each spiral")
     parser.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std")
@@ -467,6 +475,7 @@ def grid_from_args(args: argparse.Namespace) -> SpiralGrid:
         batch_size=args.batch_size,
         momentum=args.momentum,
         patience=args.patience,
+        keep_going=args.keep_going,
         n_points=args.n_points,
         turns=args.turns,
         noise=args.noise,
