@@ -341,7 +341,11 @@ def square_attack(
 
     then clips to the box and keeps the candidate for the samples whose margin it lowers.
     ``s`` follows :func:`square_p` (``p_init`` default 0.05 for ``linf``, 0.1 for ``l2``).
-    Windows are placed uniformly per sample (the authors draw one l2 window per batch).
+    Where this differs from ``attack.py``: windows are placed per sample (the authors draw one
+    l_2 window per batch) with every corner ``0..H-s`` possible (``np.random.randint(0, h -
+    s)`` never picks the last one); the l_inf redraw gives up after 10 tries (the authors'
+    loop does not end when ``eps = 0``); the l_2 start centres its grid of bumps inside the
+    image for every size (``(h - 5 s) // 2`` can push it out when ``h < 10``).
 
     Args:
         model: maps pixel-space images to logits (it is put in eval mode for the attack).
