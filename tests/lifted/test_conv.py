@@ -337,6 +337,15 @@ def test_from_module_places_operators_and_identity_layers():
         torch.testing.assert_close(out, fully(torch.ones(2, 1, 7, 7)).flatten(1))
 
 
+def test_flatten_inside_a_dense_network():
+    seq = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3, 2))
+    net = LiftedNetwork.from_module(seq)
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(net.forward(net.params_from_module(), x)[1], seq(x))
+    assert [type(m) for m in net.to_module(net.params_from_module())] == [type(m) for m in seq]
+
+
 @pytest.mark.parametrize(
     ("layers", "message"),
     [

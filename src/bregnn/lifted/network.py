@@ -377,15 +377,16 @@ class LiftedNetwork:
         layers = list(module) if isinstance(module, nn.Sequential) else [module]
         flatten = bool(layers) and isinstance(layers[0], nn.Flatten)
         spatial = any(isinstance(m, (nn.Conv2d, nn.AvgPool2d)) for m in layers)
-        if flatten and not spatial:
-            layers = layers[1:]
-        if not spatial:
-            return cls._from_dense_module(module, layers, flatten)
+        if not spatial and not any(isinstance(m, nn.Flatten) for m in layers[1:]):
+            return cls._from_dense_module(module, layers[int(flatten) :], flatten)
         if input_shape is None:
-            raise ValueError(
-                "a network with nn.Conv2d or nn.AvgPool2d layers needs its per-sample "
-                "input_shape (C, H, W) (fit passes the shape of its data)"
-            )
+            if spatial:
+                raise ValueError(
+                    "a network with nn.Conv2d or nn.AvgPool2d layers needs its per-sample "
+                    "input_shape (C, H, W) (fit passes the shape of its data)"
+                )
+            first = next((m for m in layers if isinstance(m, nn.Linear)), None)
+            input_shape = (first.in_features,) if first is not None else (0,)
         return cls._from_spatial_module(module, layers, tuple(int(s) for s in input_shape))
 
     @classmethod
