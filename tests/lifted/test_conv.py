@@ -367,6 +367,8 @@ def test_flatten_inside_a_dense_network():
         ([nn.Conv2d(1, 2, 3), nn.ReLU(), nn.ReLU()], "follows another activation"),
         ([nn.Conv2d(1, 2, 3), nn.Flatten(start_dim=2)], "start_dim=1"),
         ([nn.AvgPool2d(2), nn.Flatten()], "no nn.Linear or nn.Conv2d layer"),
+        ([nn.AvgPool2d(8), nn.Flatten(), nn.Linear(1, 2)],
+         r"layer 0 \(AvgPool2d\): AvgPool\(\(8, 8\).*does not fit feature maps of shape \(1, 6, 6\)"),
     ],
 )  # fmt: skip
 def test_from_module_refuses_with_the_reason(layers, message):

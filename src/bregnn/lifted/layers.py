@@ -157,7 +157,16 @@ class AvgPool(LinearOp):
         )  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"AvgPool({self.kernel_size}, stride={self.stride}, padding={self.padding})"
+        extra = "".join(
+            f", {name}={value}"
+            for name, value, default in (
+                ("ceil_mode", self.ceil_mode, False),
+                ("count_include_pad", self.count_include_pad, True),
+                ("divisor_override", self.divisor_override, None),
+            )
+            if value != default
+        )
+        return f"AvgPool({self.kernel_size}, stride={self.stride}, padding={self.padding}{extra})"
 
     def _args(self) -> tuple:
         return (
@@ -169,7 +178,12 @@ class AvgPool(LinearOp):
         if len(in_shape) != 3:
             raise ValueError(f"average pooling needs feature maps (C, H, W); got shape {in_shape}")
         probe = torch.empty(1, *in_shape, device="meta")
-        return tuple(F.avg_pool2d(probe, *self._args()).shape[1:])
+        try:
+            return tuple(F.avg_pool2d(probe, *self._args()).shape[1:])
+        except RuntimeError as err:
+            raise ValueError(
+                f"{self!r} does not fit feature maps of shape {in_shape}: {err}"
+            ) from None
 
     def apply(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, *self._args())
