@@ -120,3 +120,8 @@ def test_refusals():
         fit(model, x, labels, method="lbn-s", epochs=1, layer_groups=2, step_rule="literal")
     with pytest.raises(ValueError, match="'bcd' cannot run layer-parallel"):
         fit(model, x, labels, method="bcd", epochs=1, layer_groups=2)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 3)
+    )
+    with pytest.raises(ValueError, match="supports dense networks"):
+        fit(cnn, torch.randn(4, 1, 4, 4), torch.zeros(4, dtype=torch.long), layer_groups=2)

@@ -23,6 +23,7 @@ solver and rejects unknown settings.
 """
 
 from bregnn.lifted.fit import LiftedResult, evaluate_classifier, evaluate_regression, fit, run_epoch
+from bregnn.lifted.layers import AffineLayer, Conv, Dense
 from bregnn.lifted.losses import bregman_loss, bregman_loss_grad_x, bregman_loss_grad_z
 from bregnn.lifted.network import EnergyParts, LiftedNetwork, Params, forward_objective, one_hot
 from bregnn.lifted.penalties import (
@@ -41,7 +42,10 @@ __all__ = [
     "L1",
     "PENALTIES",
     "SOLVERS",
+    "AffineLayer",
     "BregmanPenalty",
+    "Conv",
+    "Dense",
     "EnergyParts",
     "LiftedNetwork",
     "LiftedResult",

@@ -257,9 +257,9 @@ def fit(
     """Train ``model`` without backpropagation (or with a backprop baseline) by ``method``.
 
     Args:
-        model: an ``nn.Sequential`` of ``nn.Linear`` layers (optionally led by
-            ``nn.Flatten``) separated by activation modules (see
-            :meth:`LiftedNetwork.from_module`; training starts from its weights), or a
+        model: an ``nn.Sequential`` of affine layers (``nn.Linear``, ``nn.Conv2d``, with
+            ``nn.AvgPool2d`` and ``nn.Flatten`` folded in) separated by activation modules
+            (see :meth:`LiftedNetwork.from_module`; training starts from its weights), or a
             :class:`LiftedNetwork` (Glorot initialisation from ``seed``).
         x: training inputs (rows are samples).
         y: ``int64`` class indices (classification: one-hot targets, the MSE or softmax

@@ -151,6 +151,11 @@ def check_layer_parallel(solver: Solver) -> None:
         )
     if getattr(solver.network, "residual", False):
         raise ValueError("residual lifted networks cannot run layer-parallel yet")
+    if solver.network.convolutional:
+        raise ValueError(
+            "layer-parallel training supports dense networks (nn.Linear layers) only; "
+            "convolution and pooling layers are not split across processes yet"
+        )
 
 
 def _exchange(sends: list[tuple[Tensor, int]], recvs: list[tuple[Tensor, int]]) -> None:

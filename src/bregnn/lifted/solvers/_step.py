@@ -261,12 +261,13 @@ def literal_sweep(
 ) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]:
     r"""Algorithm 1 of the paper read literally: for :math:`l = L, \dots, 1`,
     ``inner_iters`` iterations on the pair :math:`(\Theta_l, x_{l-1})` while every other
-    block stays fixed, each a gradient step on :math:`\Theta_l` (step ``step_scale`` over
-    :math:`\lambda_l c_l|\tilde X_{l-1}|^2 + \tau`) followed by a proximal-gradient step
-    on :math:`x_{l-1}` at the new :math:`\Theta_l` (step ``step_scale`` over
-    :math:`\lambda_{l-1} + \lambda_l c_l|W_l|^2`; none for :math:`l = 1`, whose input is
-    the data). ``tau``/``anchor`` as in :func:`joint_step`. Returns ``(params, aux,
-    w_vecs, x_vecs)``."""
+    block stays fixed. Each iteration takes, from the same iterate :math:`n` (the algorithm's
+    :math:`x_j` update uses :math:`\Theta_{j+1}^n`, the pair's parameters before their
+    update), a gradient step on :math:`\Theta_l` (step ``step_scale`` over
+    :math:`\lambda_l c_l|\tilde X_{l-1}|^2 + \tau`) and a proximal-gradient step on
+    :math:`x_{l-1}` (step ``step_scale`` over :math:`\lambda_{l-1} + \lambda_l c_l|W_l|^2`;
+    none for :math:`l = 1`, whose input is the data). ``tau``/``anchor`` as in
+    :func:`joint_step`. Returns ``(params, aux, w_vecs, x_vecs)``."""
     weights, biases = list(params.weights), list(params.biases)
     aux, w_vecs, x_vecs = list(aux), list(w_vecs), list(x_vecs)
     lambdas, curv = network.lambdas, _curvatures(network, penalty)
@@ -281,22 +282,19 @@ def literal_sweep(
                 sq = float(sq_t)
             t = step_scale / (lambdas[l] * curv[l] * sq + tau)
             _check_steps("W", [t], step_scale)
-            grad, _, _ = network.smooth_grads(current, x0, aux, y, penalty, parts="params")
+            grad, grad_aux, _ = network.smooth_grads(current, x0, aux, y, penalty)
             w, b = weights[l], biases[l]
             gw, gb = grad.weights[l], grad.biases[l]
             if tau > 0:
                 gw = gw + tau * (w - anchor.weights[l])
                 gb = gb + tau * (b - anchor.biases[l])
+            if l > 0:  # the x step at the same iterate: |W_l^n|^2 and the gradient above
+                sq_w, w_vecs[l - 1] = network.layers[l].input_power_step(w, w_vecs[l - 1])
+                t_x = step_scale / (lambdas[l - 1] + lambdas[l] * curv[l] * float(sq_w))
+                _check_steps("x", [t_x], step_scale)
+                half = aux[l - 1] - t_x * grad_aux[l - 1]
+                aux[l - 1] = network.prox_layer(l - 1, half, t_x, penalty)
             weights[l], biases[l] = w - t * gw, b - t * gb
-            if l == 0:
-                continue
-            sq_w, w_vecs[l - 1] = network.layers[l].input_power_step(weights[l], w_vecs[l - 1])
-            t_x = step_scale / (lambdas[l - 1] + lambdas[l] * curv[l] * float(sq_w))
-            _check_steps("x", [t_x], step_scale)
-            current = Params(tuple(weights), tuple(biases))
-            _, grad_aux, _ = network.smooth_grads(current, x0, aux, y, penalty, parts="aux")
-            half = aux[l - 1] - t_x * grad_aux[l - 1]
-            aux[l - 1] = network.prox_layer(l - 1, half, t_x, penalty)
     return Params(tuple(weights), tuple(biases)), tuple(aux), tuple(w_vecs), tuple(x_vecs)
 
 

@@ -60,7 +60,8 @@ class ImplicitConfig:
         step_rule: how the blocks are swept: simultaneous (every block from the same
             iterate), alternating (Theta, then X at the new Theta: a Gauss-Seidel sweep,
             stable at step_scale 1.99 on the classifier) or literal (Algorithm 1 read
-            literally: N iterations on each pair (Theta_l, x_(l-1)), l = L..1).
+            literally: N iterations on each pair (Theta_l, x_(l-1)), l = L..1, both
+            blocks of a pair stepped from the same iterate).
     """
 
     batch_size: int = 100
