@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,20 +22,9 @@ def exit_code(argv) -> int:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tmp_path_factory, idx_data):
     """MNIST and Fashion-MNIST stand-ins (400 / 200 random images) in the IDX layout."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for folder in ("MNIST", "FashionMNIST"):
-        raw = root / folder / "raw"
-        raw.mkdir(parents=True)
-        for prefix, n in (("train", 400), ("t10k", 200)):
-            images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-            labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-            for kind, arr, magic in (("images-idx3", images, 2051), ("labels-idx1", labels, 2049)):
-                head = struct.pack(f">I{arr.ndim}I", magic, *arr.shape)
-                (raw / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
-    return root
+    return idx_data(tmp_path_factory.mktemp("data"))
 
 
 @pytest.mark.parametrize("name", REPRODUCTIONS.names())

@@ -35,24 +35,9 @@ METHODS_UNDER_TEST: dict[str, dict] = {
 
 
 @pytest.fixture
-def fake_idx_data(tmp_path_factory):
+def fake_idx_data(tmp_path_factory, idx_data):
     """A data directory with a 200/100-image MNIST in the official gzip IDX format."""
-    import gzip
-    import struct
-
-    import numpy as np
-
-    root = tmp_path_factory.mktemp("data")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 200), ("t10k", 100)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        for name, arr, magic in (("images-idx3", images, 2051), ("labels-idx1", labels, 2049)):
-            head = struct.pack(f">I{arr.ndim}I", magic, *arr.shape)
-            (raw / f"{prefix}-{name}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
-    return root
+    return idx_data(tmp_path_factory.mktemp("data"), ("MNIST",), 200, 100)
 
 
 def toy(n: int = 96, seed: int = 0):
