@@ -194,6 +194,7 @@ def joint_step(
     shift: tuple[Params, Sequence[Tensor]] | None = None,
     input_sq: float | None = None,
     alternating: bool = False,
+    x_blocks: bool = False,
 ) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]:
     """One step (see the module doc). ``anchor`` is :math:`\\Theta^{\\mathrm{ref}}` of the
     proximal term (needed when ``tau > 0``); ``shift`` is added to every block before the
@@ -209,6 +210,9 @@ def joint_step(
     ``step_scale < 2`` only with one hidden layer. On the CNN of :mod:`bregnn.experiments.lifted_cnn` (two
     hidden feature-map layers) ``step_scale = 1.99`` raised the batch energy while each
     layer's step alone lowered it; ``1.0`` descended.
+    ``x_blocks`` (with ``alternating``): the :math:`X` step in two blocks, the odd hidden
+    layers and then the even ones at the new odd ones; within each block the variables are
+    decoupled, so every block step with ``step_scale < 2`` descends.
     Returns ``(params, aux, w_vecs, x_vecs)``."""
     step_w, new_x_vecs = theta_step_sizes(
         network, penalty, (x0, *aux), x_vecs, step_scale, tau, input_sq
@@ -235,6 +239,16 @@ def joint_step(
     new_params = Params(tuple(weights), tuple(biases))
     if alternating:
         step_x, new_w_vecs = x_step_sizes(network, penalty, new_params.weights, w_vecs, step_scale)
+        if x_blocks:
+            new_aux = list(aux)
+            for parity in (0, 1):  # x_1, x_3, ... then x_2, x_4, ...: each set decoupled
+                _, grad_aux, _ = network.smooth_grads(
+                    new_params, x0, new_aux, y, penalty, parts="aux"
+                )
+                for i in range(parity, len(aux), 2):
+                    half_i = torch.add(new_aux[i], grad_aux[i], alpha=-step_x[i])
+                    new_aux[i] = network.prox_layer(i, half_i, step_x[i], penalty)
+            return new_params, tuple(new_aux), tuple(new_w_vecs), tuple(new_x_vecs)
         _, grad_aux, _ = network.smooth_grads(new_params, x0, aux, y, penalty, parts="aux")
     half = [torch.add(x, g, alpha=-t) for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
     if shift is not None:

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-STEP_RULES = ("simultaneous", "alternating", "literal")
+STEP_RULES = ("simultaneous", "alternating", "blockwise", "literal")
 
 
 @solver_config
@@ -59,7 +59,9 @@ class ImplicitConfig:
             forward pass; state.metrics).
         step_rule: how the blocks are swept: simultaneous (every block from the same
             iterate), alternating (Theta, then X at the new Theta: a Gauss-Seidel sweep,
-            stable at step_scale 1.99 on the classifier) or literal (Algorithm 1 read
+            stable at step_scale 1.99 on the two-hidden-layer classifier), blockwise
+            (Theta, then the odd hidden layers' X, then the even ones: three decoupled
+            blocks, each step a descent step below 2) or literal (Algorithm 1 read
             literally: N iterations on each pair (Theta_l, x_(l-1)), l = L..1, both
             blocks of a pair stepped from the same iterate).
     """
@@ -145,7 +147,8 @@ class ImplicitLiftedBregman(Solver):
             params, aux, w_vecs, x_vecs = joint_step(
                 self.network, self.penalty, params, aux, x0, y, w_vecs, x_vecs,
                 step_scale=cfg.step_scale, tau=tau_sum, anchor=anchor, input_sq=input_sq,
-                alternating=cfg.step_rule == "alternating",
+                alternating=cfg.step_rule in ("alternating", "blockwise"),
+                x_blocks=cfg.step_rule == "blockwise",
             )  # fmt: skip
         metrics = (
             batch_metrics(self.network, self.penalty, params, aux, x0, y)
