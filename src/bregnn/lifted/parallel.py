@@ -41,7 +41,7 @@ from torch import Tensor
 from bregnn.distributed import DistContext
 from bregnn.lifted.losses import bregman_loss
 from bregnn.lifted.network import LiftedNetwork, Params
-from bregnn.lifted.solvers._step import warm_vectors
+from bregnn.lifted.solvers._step import gradient_step, warm_vectors
 from bregnn.lifted.solvers.base import Solver, power_step, power_step_augmented
 from bregnn.lifted.solvers.implicit import ImplicitLiftedBregman, ImplicitState
 
@@ -284,11 +284,8 @@ def layer_parallel_update(
             t = cfg.step_scale / (lam[l] * curv[l] * sq + tau)
             gw, gb = gz[l].T @ inputs[l], gz[l].sum(0)
             w, b = weights[l], biases[l]
-            if tau > 0:
-                new_w[l] = w.mul(1 - t * tau).add_(anchor_w[l], alpha=t * tau).add_(gw, alpha=-t)
-                new_b[l] = b.mul(1 - t * tau).add_(anchor_b[l], alpha=t * tau).add_(gb, alpha=-t)
-            else:
-                new_w[l], new_b[l] = torch.add(w, gw, alpha=-t), torch.add(b, gb, alpha=-t)
+            new_w[l] = gradient_step(w, gw, t, tau, anchor_w[l])
+            new_b[l] = gradient_step(b, gb, t, tau, anchor_b[l])
         if cfg.step_rule == "alternating":
             _, gz, gx = residuals(new_w, new_b, x_prev)
             down, sq_next = backward_exchange(new_w, gz)

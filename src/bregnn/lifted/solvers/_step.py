@@ -47,6 +47,7 @@ from bregnn.lifted.penalties import Penalty
 from bregnn.lifted.solvers.base import power_step, power_step_augmented
 
 __all__ = [
+    "gradient_step",
     "initial_vectors",
     "joint_step",
     "literal_sweep",
@@ -178,6 +179,17 @@ def x_step_sizes(
     return steps, tuple(vecs)
 
 
+def gradient_step(
+    p: Tensor, g: Tensor, t: float, tau: float = 0.0, anchor: Tensor | None = None
+) -> Tensor:
+    """:math:`p - t(g + \\tau(p - a))`, fused as :math:`(1 - t\\tau)p + t\\tau a - tg`
+    (``tau = 0``: :math:`p - tg`): a gradient step on a parameter block with the proximal
+    term of the implicit solvers."""
+    if tau > 0:
+        return p.mul(1 - t * tau).add_(anchor, alpha=t * tau).add_(g, alpha=-t)
+    return torch.add(p, g, alpha=-t)
+
+
 def joint_step(
     network: LiftedNetwork,
     penalty: Penalty,
@@ -226,12 +238,8 @@ def joint_step(
     for l, (w, b, gw, gb, t) in enumerate(
         zip(params.weights, params.biases, grad.weights, grad.biases, step_w, strict=True)
     ):
-        if tau > 0:
-            # w - t (gw + tau (w - a)) = (1 - t tau) w + t tau a - t gw, fused
-            w_new = w.mul(1 - t * tau).add_(anchor.weights[l], alpha=t * tau).add_(gw, alpha=-t)
-            b_new = b.mul(1 - t * tau).add_(anchor.biases[l], alpha=t * tau).add_(gb, alpha=-t)
-        else:
-            w_new, b_new = torch.add(w, gw, alpha=-t), torch.add(b, gb, alpha=-t)
+        w_new = gradient_step(w, gw, t, tau, anchor.weights[l] if tau > 0 else None)
+        b_new = gradient_step(b, gb, t, tau, anchor.biases[l] if tau > 0 else None)
         if shift is not None:
             w_new, b_new = w_new + shift[0].weights[l], b_new + shift[0].biases[l]
         weights.append(w_new)
