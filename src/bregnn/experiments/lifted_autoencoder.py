@@ -35,6 +35,7 @@ import torch
 from bregnn import distributed
 from bregnn.data.centering import CENTERINGS
 from bregnn.experiments._lifted import add_method_options, chosen_methods, method_settings
+from bregnn.experiments._summary import read_metrics
 from bregnn.lifted import LiftedNetwork, evaluate_regression, fit
 from bregnn.lifted.autoencoder import (
     AE_DATASETS,
@@ -45,7 +46,7 @@ from bregnn.lifted.autoencoder import (
     sparse_autoencoder,
     undercomplete_autoencoder,
 )
-from bregnn.lifted.solvers import SOLVERS
+from bregnn.lifted.solvers import SOLVERS, config_fields
 from bregnn.runs import MUTABLE_KEYS, prepare_run_ranks, write_json
 from bregnn.utils import default_data_dir
 
@@ -135,9 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
 
 
 def _fields(method: str) -> set[str]:
-    import dataclasses
-
-    return {f.name for f in dataclasses.fields(SOLVERS.get(method).Config)}
+    return set(config_fields(SOLVERS.get(method).Config))
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -267,13 +266,6 @@ def _run(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
     return 0
 
 
-def _read_rows(path: Path) -> list[dict]:
-    import csv
-
-    with path.open(newline="") as fh:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-
-
 def make_figures(out: Path, data: AEData, args: argparse.Namespace) -> None:
     """``curves.png`` and ``reconstructions.png`` over every method in ``summary.json``
     (also those trained by earlier invocations into the same ``out``)."""
@@ -284,7 +276,7 @@ def make_figures(out: Path, data: AEData, args: argparse.Namespace) -> None:
         if not (run_dir / "metrics.csv").exists():
             continue
         label = method if entry.get("lr") is None else f"{method} (lr {entry['lr']:g})"
-        histories[label] = _read_rows(run_dir / "metrics.csv")
+        histories[label] = read_metrics(run_dir / "metrics.csv")
         if (run_dir / "recon.pt").exists():
             recons[label] = torch.load(run_dir / "recon.pt", weights_only=True)
     title = f"{args.dataset}-{args.train_size}, alpha {args.alpha:g}" + (
