@@ -56,6 +56,7 @@ from typing import IO, Any
 import torch
 
 __all__ = [
+    "ADDED_KEYS",
     "CONFIG_FILE",
     "MUTABLE_KEYS",
     "CSVLogger",
@@ -92,6 +93,11 @@ MUTABLE_KEYS: frozenset[str] = frozenset(
     }
 )
 """Settings that may differ between a run and its ``--resume`` (see the module docstring)."""
+
+ADDED_KEYS: Mapping[str, Any] = {"layer_groups": 1}
+"""Settings introduced after runs were saved without them, each with the value that computes
+what the older runs computed: a saved run lacking the key resumes under that value (and only
+under it)."""
 
 
 class RunError(ValueError):
@@ -295,7 +301,8 @@ def config_differences(
 ) -> list[str]:
     """``"<key> saved <a>, requested <b>"`` for every key outside ``mutable`` whose value
     differs between ``saved`` and ``requested`` (compared as :func:`jsonable` data); a key
-    present on one side only differs too (``(absent)`` on the other)."""
+    present on one side only differs too (``(absent)`` on the other), except a key of
+    :data:`ADDED_KEYS` missing from ``saved`` and requested at its listed value."""
     saved, requested = jsonable(dict(saved)), jsonable(dict(requested))
     keys = list(requested) + [k for k in saved if k not in requested]
     missing = object()
@@ -304,6 +311,8 @@ def config_differences(
         if key in mutable:
             continue
         a, b = saved.get(key, missing), requested.get(key, missing)
+        if a is missing and key in ADDED_KEYS and b == ADDED_KEYS[key]:
+            continue
         if a != b:
             show_a = "(absent)" if a is missing else repr(a)
             show_b = "(absent)" if b is missing else repr(b)

@@ -254,3 +254,15 @@ def test_config_differences_ignores_mutable_keys():
     assert (
         config_differences({"a": (1, 2), "epochs": 1}, {"a": [1, 2], "epochs": 5}, {"epochs"}) == []
     )
+
+
+def test_a_key_added_later_resumes_only_at_the_value_that_computes_the_old_run():
+    saved = {"method": "sgd-bp"}
+    assert config_differences(saved, {"method": "sgd-bp", "layer_groups": 1}) == []
+    assert config_differences(saved, {"method": "sgd-bp", "layer_groups": 2}) == [
+        "layer_groups saved (absent), requested 2"
+    ]
+    # a saved run that has the key is compared as usual
+    assert config_differences({"layer_groups": 2}, {"layer_groups": 1}) == [
+        "layer_groups saved 2, requested 1"
+    ]
