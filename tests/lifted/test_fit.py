@@ -243,6 +243,19 @@ def test_run_directories_are_never_mixed(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["inner_iters"] == 3
 
 
+def test_a_changed_activation_parameter_is_refused_on_resume(tmp_path):
+    x = torch.randn(24, 6, generator=torch.Generator().manual_seed(0))
+    kw = dict(method="lbn-s", seed=0, progress=False, batch_size=8, inner_iters=2, epochs=1)
+    fit(LiftedNetwork([6, 5, 6], "soft_threshold"), x, x, out=tmp_path, **kw)
+    with pytest.raises(
+        RunError, match=r"soft_threshold\(alpha=0\.1\).*soft_threshold\(alpha=0\.2\)"
+    ):
+        fit(
+            LiftedNetwork([6, 5, 6], bregnn.activation("soft_threshold", alpha=0.2)),
+            x, x, out=tmp_path, resume=True, **{**kw, "epochs": 2},
+        )  # fmt: skip
+
+
 def test_divergence_and_bad_data_are_reported(tmp_path):
     x, y = toy()
     with pytest.raises(

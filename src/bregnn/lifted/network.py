@@ -270,8 +270,12 @@ class LiftedNetwork:
         return not all(isinstance(layer, Dense) and layer._plain for layer in self.layers)
 
     def __repr__(self) -> str:
-        acts = [a.name for a in self.activations]
-        out = self.output.name
+        def show(act: Activation) -> str:  # the parameters too: runs record this text
+            params = ", ".join(f"{k}={v!r}" for k, v in act.params().items())
+            return f"{act.name}({params})" if params else act.name
+
+        acts = [show(a) for a in self.activations]
+        out = show(self.output)
         if not self.convolutional:
             return f"LiftedNetwork(sizes={list(self.sizes)}, activations={acts}, output={out})"
         return f"LiftedNetwork(layers={list(self.layers)}, activations={acts}, output={out})"
