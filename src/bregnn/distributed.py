@@ -113,20 +113,30 @@ def init_process(
 ) -> DistContext:
     """Join a process group as ``rank`` of ``world_size``.
 
-    ``backend`` ``None`` or ``"auto"`` is ``nccl`` for CUDA and ``gloo`` otherwise; CUDA
-    processes use device ``cuda:local_rank`` (``local_rank`` defaults to ``rank``).
+    ``device``: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, ``"auto"``; see
+    :func:`bregnn.utils.pick_device`); CUDA processes use device ``cuda:local_rank``
+    (``local_rank`` defaults to ``rank``; under torchrun it is ``LOCAL_RANK``), made the
+    current device. ``backend`` ``None`` or ``"auto"`` is ``nccl`` for CUDA and ``gloo``
+    otherwise; ``nccl`` on the CPU is refused (NCCL communicates GPU tensors only).
     """
+    from bregnn.utils import pick_device  # bregnn.utils imports torch and bregnn.runs only
+
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKENDS)}")
     local_rank = rank if local_rank is None else local_rank
-    dev = torch.device(device)
+    dev = pick_device(str(device))
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
+        dev = pick_device(f"cuda:{local_rank}")
         torch.cuda.set_device(dev)
     if backend in (None, "auto"):
         backend = "nccl" if dev.type == "cuda" else "gloo"
+    if backend == "nccl" and dev.type != "cuda":
+        raise ValueError(
+            "backend 'nccl' needs CUDA devices (NCCL communicates GPU tensors only); "
+            "use backend 'gloo' on the CPU, or device 'cuda'"
+        )
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
     return DistContext(rank, world_size, local_rank, dev)
 
@@ -134,11 +144,9 @@ def init_process(
 def init_from_env(device: str = "auto", backend: str | None = None) -> DistContext:
     """Join the group described by torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
     (``MASTER_ADDR``/``MASTER_PORT`` are read by ``env://``); ``device="auto"`` picks CUDA
-    when available."""
+    when available. On CUDA the process uses GPU ``LOCAL_RANK`` and NCCL (by default)."""
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return init_process(rank, world_size, "env://", backend, device, local_rank)
 
 

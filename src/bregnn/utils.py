@@ -20,7 +20,9 @@ import torch
 from bregnn.runs import CSVLogger, atomic_save, atomic_write_text, write_json
 
 __all__ = [
+    "DEVICES",
     "CSVLogger",
+    "add_device_argument",
     "atomic_save",
     "atomic_write_text",
     "default_data_dir",
@@ -48,17 +50,48 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bregnn"
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+"""The device names every ``--device`` option and :func:`pick_device` take."""
+
+
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; ``cpu``, ``cuda`` (the current GPU) and
+    ``cuda:N`` name a device. ``ValueError`` (one line naming the value and the valid
+    choices) for any other name, and for a GPU this machine does not have."""
+    name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    valid = ", ".join(map(repr, DEVICES))
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"bad device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use 'cpu'")
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"bad device {name!r}; valid devices: {valid}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} asked for but CUDA is not available on this machine; "
+                "valid devices here: 'auto', 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device {name!r} asked for but this machine has {count} CUDA device(s); "
+                f"valid devices here: 'auto', 'cpu', 'cuda', 'cuda:0'..'cuda:{count - 1}'"
+            )
     return device
+
+
+def add_device_argument(parser: Any, default: str = "auto") -> None:
+    """Add ``--device`` to an ``argparse`` parser (checked by :func:`pick_device` when the
+    command runs, so a bad value is a one-line error naming it and the valid choices)."""
+    parser.add_argument(
+        "--device",
+        default=default,
+        metavar="DEVICE",
+        help="where to compute: auto (CUDA when available), cpu, cuda or cuda:N",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -62,7 +62,7 @@ from bregnn.runs import (
     write_json,
 )
 from bregnn.train import History, evaluate, fit, topk_accuracy
-from bregnn.utils import pick_device, seed_everything
+from bregnn.utils import add_device_argument, pick_device, seed_everything
 
 __all__ = [
     "HELP",
@@ -399,7 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_device_argument(parser, default="auto")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--robust-subset", type=int, default=None, metavar="N",
                         help="attack only the first N test images (0: skip the attacks)")  # fmt: skip

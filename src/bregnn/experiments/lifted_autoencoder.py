@@ -48,7 +48,7 @@ from bregnn.lifted.autoencoder import (
 )
 from bregnn.lifted.solvers import SOLVERS, config_fields
 from bregnn.runs import MUTABLE_KEYS, prepare_run_ranks, write_json
-from bregnn.utils import default_data_dir
+from bregnn.utils import add_device_argument, default_data_dir, pick_device
 
 __all__ = ["HELP", "METHODS", "NAME", "OVERRIDES", "add_arguments", "run"]
 
@@ -117,6 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     )
     parser.add_argument("--backend", default="auto", help="--distributed: auto|gloo|nccl")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     methods = [_settings_method(m) for m in chosen_methods(argv, ["lbn-s"]) if m != UNDERCOMPLETE]
@@ -172,9 +173,10 @@ def _network(method: str, args: argparse.Namespace, dim: int) -> tuple[LiftedNet
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    pick_device(args.device)  # a bad --device fails before any data is read
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = distributed.init_from_env(backend=args.backend) if args.distributed else None
+    ctx = distributed.init_from_env(args.device, backend=args.backend) if args.distributed else None
     try:
         return _run(args, ctx or distributed.DistContext())
     finally:
@@ -231,6 +233,7 @@ def _run(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
                 progress=not args.no_progress,
                 evaluate=functools.partial(evaluate_regression, sparsity_layers=[code_layer]),
                 sync_every=args.sync_every,
+                device=ctx.device if args.distributed else args.device,
                 run_config={"command": NAME, "dataset": args.dataset, "network_of": method},
                 desc=run_name,
                 **settings,
@@ -244,8 +247,9 @@ def _run(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
             continue
         _, lr, run_name, result = best
         with torch.no_grad():
-            _, recon = result.network.forward(result.params, data.val_input[:8])
-        torch.save(recon, out / run_name / "recon.pt")
+            val8 = data.val_input[:8].to(result.params.weights[0].device)
+            _, recon = result.network.forward(result.params, val8)
+        torch.save(recon.cpu(), out / run_name / "recon.pt")
         last = result.history[-1]
         summary[method] = {"run": run_name, "lr": lr, **last}
         write_json(summary, summary_path)
@@ -278,7 +282,7 @@ def make_figures(out: Path, data: AEData, args: argparse.Namespace) -> None:
         label = method if entry.get("lr") is None else f"{method} (lr {entry['lr']:g})"
         histories[label] = read_metrics(run_dir / "metrics.csv")
         if (run_dir / "recon.pt").exists():
-            recons[label] = torch.load(run_dir / "recon.pt", weights_only=True)
+            recons[label] = torch.load(run_dir / "recon.pt", map_location="cpu", weights_only=True)
     title = f"{args.dataset}-{args.train_size}, alpha {args.alpha:g}" + (
         f", noise std {args.denoise:g}" if args.denoise > 0 else ""
     )

@@ -29,7 +29,7 @@ from bregnn.lifted import LiftedNetwork, fit
 from bregnn.lifted.autoencoder import plot_curves
 from bregnn.lifted.solvers import SOLVERS
 from bregnn.plotting import figures_available, skip_figures_note
-from bregnn.utils import default_data_dir
+from bregnn.utils import add_device_argument, default_data_dir, pick_device
 
 __all__ = ["DATASETS", "HELP", "NAME", "add_arguments", "run"]
 
@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--no-progress", action="store_true")
+    add_device_argument(parser, default="cpu")
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -76,9 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
 def run(args: argparse.Namespace) -> int:
     if args.layer_groups > 1 and not args.distributed:
         raise ValueError("--layer-groups needs --distributed (start with torchrun)")
+    pick_device(args.device)  # a bad --device fails before any data is read
     if not args.distributed:
         return _run(args)
-    ctx = distributed.init_from_env(backend=None if args.backend == "auto" else args.backend)
+    ctx = distributed.init_from_env(
+        args.device, backend=None if args.backend == "auto" else args.backend
+    )
     try:
         return _run(args, ctx)
     finally:
@@ -117,6 +121,7 @@ def _run(args: argparse.Namespace, ctx: distributed.DistContext | None = None) -
         overwrite=args.overwrite,
         progress=not args.no_progress,
         layer_groups=args.layer_groups,
+        device=ctx.device if ctx is not None else args.device,
         run_config={"dataset": args.dataset, "train_size": args.train_size, "center": args.center},
         **method_settings(args, args.method),
     )

@@ -90,6 +90,7 @@ def _layers_text(network: LiftedNetwork) -> str:
     "lifted-cnn-fashion-mnist",
     "Wang & Benning, Section 7 outlook: lifted Bregman training of a CNN (Fashion-MNIST)",
     list(CNN_METHODS),
+    any_device=True,
 )
 def cnn_fashion_mnist(options: Options) -> list[dict[str, Any]]:
     x, labels = load_vectors("fashion-mnist", "train", options.data_dir)

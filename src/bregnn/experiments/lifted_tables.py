@@ -65,7 +65,8 @@ def run_all(
         results[spec.name] = fit(
             spec.network(), x, y, method=spec.method, epochs=epochs, seed=0, x_val=xv,
             y_val=yv, val_name=val_name, out=options.out / spec.name, resume=options.resume,
-            progress=options.progress, evaluate=spec.evaluate, desc=spec.name, **spec.settings,
+            progress=options.progress, evaluate=spec.evaluate, desc=spec.name,
+            device=options.device, **spec.settings,
         )  # fmt: skip
     return results
 
@@ -186,6 +187,7 @@ def plot_linear_units(units: Mapping[str, Sequence[float]], path) -> None:
     "lifted-classify-fashion-mnist",
     "Wang & Benning, Table 1 and Table 2 (Fashion-MNIST, official split)",
     list(CLASSIFY_METHODS),
+    any_device=True,
 )
 def classify_fashion_mnist(options: Options) -> list[dict[str, Any]]:
     return _classify("fashion-mnist", options)
@@ -195,6 +197,7 @@ def classify_fashion_mnist(options: Options) -> list[dict[str, Any]]:
     "lifted-classify-mnist",
     "Wang & Benning, Table 1 and Table 2 (MNIST; here a real 8k/2k subset: not comparable)",
     list(CLASSIFY_METHODS),
+    any_device=True,
 )
 def classify_mnist(options: Options) -> list[dict[str, Any]]:
     return _classify("mnist", options)
@@ -276,8 +279,8 @@ def _ae(options: Options, setup: AESetup, methods: dict[str, tuple], title: str)
                 images["noisy"] = xs[:8] + offset
             for n, r in results.items():
                 with torch.no_grad():
-                    _, z = r.network.forward(r.params, xs[:8])
-                images[n] = z + offset
+                    _, z = r.network.forward(r.params, xs[:8].to(r.params.weights[0].device))
+                images[n] = z.cpu() + offset
             plot_reconstructions(images, options.out / f"reconstructions_{split}.png")
     return rows
 
@@ -309,6 +312,7 @@ _MNIST1K = {
     "sparse-ae-mnist-1k",
     "Wang & Benning, Figure 3 (sparse autoencoder, MNIST-1K; here from the 8k/2k subset)",
     list(_MNIST1K),
+    any_device=True,
 )
 def sparse_ae_mnist_1k(options: Options) -> list[dict[str, Any]]:
     setup = AESetup("mnist", 1000, None, 0.09, 0.0, 100)
@@ -344,6 +348,7 @@ _F1K = {
     "denoising-ae-fashion-1k",
     "Wang & Benning, Figure 6, Figures 9-10 (denoising autoencoder, Fashion-MNIST-1K)",
     list(_F1K),
+    any_device=True,
 )
 def denoising_fashion_1k(options: Options) -> list[dict[str, Any]]:
     setup = AESetup("fashion-mnist", 1000, 10000, 0.09, 1e-3, 50)
@@ -377,6 +382,7 @@ _F10K_SETUP = AESetup("fashion-mnist", 10000, 10000, 0.055, 1e-3, 50)
     "denoising-ae-fashion-10k",
     "Wang & Benning, Figure 7, Figures 11-12 (denoising autoencoder, Fashion-MNIST-10K, 50 epochs)",
     list(_F10K),
+    any_device=True,
 )
 def denoising_fashion_10k(options: Options) -> list[dict[str, Any]]:
     rows = _ae(options, _F10K_SETUP, _F10K, "Fashion-MNIST-10K denoising, alpha 0.055")
@@ -411,6 +417,7 @@ del _F10K_LONG["sgd-bp"]
     "denoising-ae-fashion-10k-long",
     "Wang & Benning, Figure 8 (SGD-BP for 1500 epochs; undercomplete 70-unit autoencoders)",
     list(_F10K_LONG),
+    any_device=True,
 )
 def denoising_fashion_10k_long(options: Options) -> list[dict[str, Any]]:
     rows = _ae(options, _F10K_SETUP, _F10K_LONG, "Fashion-MNIST-10K: long SGD-BP, undercomplete")

@@ -21,7 +21,7 @@ from typing import Any
 
 from bregnn.registry import Registry
 from bregnn.runs import MUTABLE_KEYS, prepare_run, write_json
-from bregnn.utils import default_data_dir
+from bregnn.utils import add_device_argument, default_data_dir, pick_device
 
 __all__ = [
     "HELP",
@@ -51,27 +51,31 @@ class Options:
     resume: bool
     overwrite: bool
     progress: bool
+    device: str = "cpu"
 
 
 @dataclasses.dataclass(frozen=True)
 class Reproduction:
     """A named reproduction: ``paper`` (the reference), ``methods`` (what ``--methods``
-    chooses from), ``run(options) -> rows``."""
+    chooses from), ``run(options) -> rows``; ``any_device``: it trains on
+    ``options.device`` (the lifted entries), else on the CPU only."""
 
     name: str
     paper: str
     methods: tuple[str, ...]
     run: Callable[[Options], list[dict[str, Any]]]
+    any_device: bool = False
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 
 
-def register(name: str, paper: str, methods: Sequence[str]):
-    """Decorator: register ``run`` as the reproduction ``name``."""
+def register(name: str, paper: str, methods: Sequence[str], *, any_device: bool = False):
+    """Decorator: register ``run`` as the reproduction ``name`` (``any_device``: it honours
+    ``--device``)."""
 
     def decorator(run: Callable[[Options], list[dict[str, Any]]]):
-        REPRODUCTIONS.register(name, Reproduction(name, paper, tuple(methods), run))
+        REPRODUCTIONS.register(name, Reproduction(name, paper, tuple(methods), run, any_device))
         return run
 
     return decorator
@@ -93,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--resume", action="store_true", help="continue the runs in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the runs in --out")
     parser.add_argument("--no-progress", action="store_true")
+    add_device_argument(parser, default="cpu")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,9 +116,20 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.epochs is not None and args.epochs <= 0:
         raise ValueError(f"--epochs must be positive; got {args.epochs}")
+    device = pick_device(args.device)
+    if device.type != "cpu" and not entry.any_device:
+        on = [n for n, e in REPRODUCTIONS.items() if e.any_device]
+        raise ValueError(
+            f"{entry.name} runs on the CPU only; --device {args.device!r} applies to {on}"
+        )
     suffix = "-quick" if args.quick else ""
     out = args.out or Path("runs") / NAME / f"{entry.name}{suffix}"
-    config = {"reproduction": entry.name, "quick": args.quick, "epochs": args.epochs}
+    config = {
+        "reproduction": entry.name,
+        "quick": args.quick,
+        "epochs": args.epochs,
+        "device": str(device),
+    }
     prepare_run(
         out,
         config,
@@ -130,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        device=str(device),
     )
     rows = entry.run(options)
     write_json(

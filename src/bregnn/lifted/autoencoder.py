@@ -89,7 +89,10 @@ def add_noise(x: Tensor, std: float, generator: torch.Generator) -> Tensor:
         raise ValueError(f"noise std must be >= 0; got {std}")
     if std == 0:
         return x.clone()
-    return x + std * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    # drawn on the generator's device (the CPU for a CPU generator), then moved: a seed gives
+    # the same noise whatever device x is on
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
+    return x + std * noise.to(x.device)
 
 
 def split_subsets(

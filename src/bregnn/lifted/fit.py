@@ -15,6 +15,13 @@ skipped), updates its own state, and the parameters are averaged over the ranks 
 ``sync_every`` updates (default: at the end of the epoch). Full-batch methods keep one fixed
 shard per rank. Auxiliary variables and power-iteration vectors stay local; rank 0 evaluates,
 logs and saves ``checkpoint.pt``, rank ``r > 0`` saves its own ``checkpoint.rank<r>.pt``.
+
+**Devices.** Training runs on the device of the model's parameters (``device=`` moves the
+model there first); the data are moved to it once, so the training and validation sets must
+fit in its memory beside the solver's state (MNIST-sized data take a few hundred MB).
+Checkpoints and ``model.pt`` are written from CPU copies and loaded onto the CPU, so a run
+resumes on another device (``device`` may change on resume). Under an NCCL process group
+every rank trains on its own GPU (:func:`bregnn.distributed.context`).
 """
 
 from __future__ import annotations
@@ -42,7 +49,14 @@ from bregnn.lifted.parallel import (
     layer_grid,
     layer_parallel_update,
 )
-from bregnn.lifted.solvers import SOLVERS, Solver, make_solver, state_from_dict, state_to_dict
+from bregnn.lifted.solvers import (
+    SOLVERS,
+    Solver,
+    make_solver,
+    move_state,
+    state_from_dict,
+    state_to_dict,
+)
 from bregnn.runs import (
     CSVLogger,
     RunError,
@@ -51,8 +65,8 @@ from bregnn.runs import (
     save_checkpoint,
     write_json,
 )
+from bregnn.utils import pick_device, seed_everything
 from bregnn.utils import progress as progress_bar
-from bregnn.utils import seed_everything
 
 __all__ = [
     "LiftedResult",
@@ -124,7 +138,7 @@ def run_epoch(
         part = batches[0]
         state = solver.start_epoch(state, *((x0, y) if part is None else (x0[part], y[part])))
     names = solver.metric_names()
-    total = torch.zeros(len(names), dtype=torch.float64)
+    total = torch.zeros(len(names), dtype=torch.float64, device=x0.device)
     count = 0
     for step, idx in enumerate(batches, start=1):
         xb, yb = (x0, y) if idx is None else (x0[idx], y[idx])
@@ -136,7 +150,7 @@ def run_epoch(
             if solver.full_batch:
                 total.zero_()
                 count = 0
-            total += state.metrics.detach().cpu().double() * weight
+            total += state.metrics.detach().to(total.device, torch.float64) * weight
             count += weight
     if world > 1:
         if sync_every is None or len(batches) % sync_every != 0:
@@ -153,13 +167,13 @@ def _layer_parallel_epoch(solver, state, x0, y, generator, ctx, sync_every, grid
     batches = solver.batches(x0.shape[0], generator, solver.config.batch_size * reps)
     batches = [distributed.shard(b, grid.replica, reps) for b in batches if len(b) >= reps]
     names = solver.metric_names()
-    total = torch.zeros(len(names), dtype=torch.float64)
+    total = torch.zeros(len(names), dtype=torch.float64, device=x0.device)
     count = 0
     for step, idx in enumerate(batches, start=1):
         state = layer_parallel_update(solver, state, x0[idx], y[idx], grid)
         if reps > 1 and sync_every is not None and step % sync_every == 0:
             state = state._replace(params=average_replicas(state.params, grid))
-        total += state.metrics.detach().cpu().double() * len(idx)
+        total += state.metrics.detach().to(total.device, torch.float64) * len(idx)
         count += len(idx)
     if reps > 1 and (sync_every is None or len(batches) % sync_every != 0):
         state = state._replace(params=average_replicas(state.params, grid))
@@ -252,6 +266,7 @@ def fit(
     until: Callable[[dict[str, float]], bool] | None = None,
     run_config: Mapping[str, Any] | None = None,
     desc: str | None = None,
+    device: str | torch.device | None = None,
     **settings: Any,
 ) -> LiftedResult:
     """Train ``model`` without backpropagation (or with a backprop baseline) by ``method``.
@@ -259,9 +274,11 @@ def fit(
     Args:
         model: an ``nn.Sequential`` of affine layers (``nn.Linear``, ``nn.Conv2d``, with
             ``nn.AvgPool2d`` and ``nn.Flatten`` folded in) separated by activation modules
-            (see :meth:`LiftedNetwork.from_module`; training starts from its weights), or a
-            :class:`LiftedNetwork` (Glorot initialisation from ``seed``).
-        x: training inputs (rows are samples).
+            (see :meth:`LiftedNetwork.from_module`; training starts from its weights, on
+            their device), or a :class:`LiftedNetwork` (Glorot initialisation from ``seed``,
+            drawn on the CPU: the same weights on every device).
+        x: training inputs (rows are samples), on any device: they are moved to the
+            training device once (with the targets and the validation data).
         y: ``int64`` class indices (classification: one-hot targets, the MSE or softmax
             output loss of the network, as in the paper) or a float target tensor
             (regression, autoencoders).
@@ -287,6 +304,11 @@ def fit(
             ``until(row)``, e.g. ``lambda r: r["val_accuracy"] >= 0.85``.
         run_config: extra entries for ``config.json`` (e.g. the data set's name).
         desc: label of the progress output (default: ``method``).
+        device: train there (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``):
+            an ``nn.Module`` is moved there (``model.to(device)``, in place), a
+            ``LiftedNetwork``'s initial weights are put there. ``None`` keeps the module's
+            device (a ``LiftedNetwork``: the CPU), except under an NCCL process group, where
+            it is this rank's GPU. ``result.module`` lives on the training device.
         **settings: the method's settings (fields of its ``Config``); an unknown one
             raises ``ValueError`` listing the valid ones.
 
@@ -303,10 +325,14 @@ def fit(
         if spec.solver.full_batch:
             raise ValueError(f"method {method!r} is full-batch: it takes no batch_size")
         settings["batch_size"] = batch_size
+    ctx = distributed.context()
+    device = _training_device(device, ctx)
     if isinstance(model, LiftedNetwork):
         network = model
-        params0 = network.init_params(torch.Generator().manual_seed(seed))
+        params0 = network.init_params(torch.Generator().manual_seed(seed), device=device)
     elif isinstance(model, nn.Module):
+        if device is not None:
+            model.to(device)
         shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else None
         network = LiftedNetwork.from_module(model, input_shape=shape)
         params0 = network.params_from_module()
@@ -324,7 +350,6 @@ def fit(
         xv, tv = _prepare(network, x_val, y_val, classify, "validation", dtype, device)
         splits[val_name] = (xv, y_val.to(device) if classify else tv)
 
-    ctx = distributed.context()
     grid = None
     if not (isinstance(layer_groups, int) and layer_groups >= 1):
         raise ValueError(f"layer_groups must be a positive integer; got {layer_groups!r}")
@@ -334,6 +359,11 @@ def fit(
             raise ValueError(
                 f"layer_groups {layer_groups} needs a torch.distributed process group "
                 f"(start with torchrun --nproc_per_node {layer_groups} ...)"
+            )
+        if device.type == "cuda" and ctx.device.type != "cuda":
+            raise ValueError(
+                f"layer_groups {layer_groups} on {str(device)!r} needs the nccl backend (gloo "
+                "sends and receives CPU tensors only); use --backend nccl or train on the CPU"
             )
         grid = layer_grid(network, ctx, layer_groups)
     config = {
@@ -348,6 +378,7 @@ def fit(
         "world_size": ctx.world_size,
         "sync_every": sync_every,
         "layer_groups": layer_groups,
+        "device": str(device),
         **(run_config or {}),
     }
     run_dir = Path(out) if out is not None else None
@@ -361,6 +392,7 @@ def fit(
             try:
                 state = state_from_dict(solver.State, ckpt["state"])
                 network.check_params(solver.params(state))
+                state = move_state(state, device)  # saved on the CPU; may resume elsewhere
             except (ValueError, KeyError, TypeError) as err:
                 raise RunError(
                     f"checkpoint {ckpt_path} does not fit this {method} run ({err}); "
@@ -381,6 +413,8 @@ def fit(
             state, metrics = run_epoch(solver, state, x, target, generator, ctx, sync_every, grid)
         except FloatingPointError as err:
             raise FloatingPointError(f"{method}, epoch {epoch + 1}: {err}") from None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the epoch's time includes its queued kernels
         elapsed = time.perf_counter() - tic
         _check_finite(solver, state, metrics, epoch + 1)
         row: dict[str, float] = {"epoch": epoch + 1}
@@ -398,7 +432,7 @@ def fit(
                 {
                     "epoch": epoch + 1,
                     "method": method,
-                    "state": state_to_dict(state),
+                    "state": state_to_dict(move_state(state, "cpu")),
                     "generator": generator.get_state(),
                     "history": history,
                 },
@@ -413,7 +447,7 @@ def fit(
     if run_dir is not None and ctx.is_main and history:
         from bregnn.runs import atomic_save
 
-        atomic_save(module.state_dict(), run_dir / "model.pt")
+        atomic_save({k: v.cpu() for k, v in module.state_dict().items()}, run_dir / "model.pt")
         write_json(
             {
                 **history[-1],
@@ -425,6 +459,23 @@ def fit(
             run_dir / "summary.json",
         )
     return LiftedResult(module, network, params, history, state, solver)
+
+
+def _training_device(device: str | torch.device | None, ctx: DistContext) -> torch.device | None:
+    """The device ``fit`` trains on (``None``: the model's own); see ``fit``'s ``device``."""
+    if device is not None:
+        device = pick_device(str(device))
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    if ctx.initialized and ctx.device.type == "cuda":  # NCCL: this rank's own GPU
+        if device is not None and device != ctx.device:
+            raise ValueError(
+                f"device {str(device)!r}: under NCCL rank {ctx.rank} trains on its own GPU "
+                f"{str(ctx.device)!r}; pass device=None (or that GPU)"
+            )
+        torch.cuda.set_device(ctx.device)  # NCCL works on the current device
+        return ctx.device
+    return device
 
 
 def _prepare(

@@ -281,15 +281,20 @@ class LiftedNetwork:
         return f"LiftedNetwork(layers={list(self.layers)}, activations={acts}, output={out})"
 
     def init_params(
-        self, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+        self,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
     ) -> Params:
         """Glorot-uniform weights :math:`U(\\pm\\sqrt{6/(fan_{in}+fan_{out})})` (dense:
-        :math:`fan = n`; convolutions: channels times kernel area), zero biases."""
+        :math:`fan = n`; convolutions: channels times kernel area), zero biases. The numbers
+        are drawn on the CPU (from ``generator``, a CPU generator) and then moved to
+        ``device``, so a seed gives the same weights on every device."""
         weights, biases = [], []
         for layer in self.layers:
             w, b = layer.init_params(generator, dtype)
-            weights.append(w)
-            biases.append(b)
+            weights.append(w.to(device) if device is not None else w)
+            biases.append(b.to(device) if device is not None else b)
         return Params(tuple(weights), tuple(biases))
 
     def check_params(self, params: Params) -> None:
@@ -665,7 +670,7 @@ class LiftedNetwork:
         if self.convolutional:
             chunk = max(1, min(chunk, 2**24 // max(self.sizes)))
         correct = 0
-        linear = torch.zeros(len(self.activations), dtype=torch.float64)
+        linear = torch.zeros(len(self.activations), dtype=torch.float64, device=x0.device)
         for start in range(0, x0.shape[0], chunk):
             xb = x0[start : start + chunk]
             hidden, out = self.forward(params, xb)

@@ -159,7 +159,9 @@ def check_layer_parallel(solver: Solver) -> None:
 
 
 def _exchange(sends: list[tuple[Tensor, int]], recvs: list[tuple[Tensor, int]]) -> None:
-    ops = [dist.P2POp(dist.isend, t, peer) for t, peer in sends]
+    """Batched point-to-point sends and receives; the tensors live on this rank's device
+    (NCCL: its GPU; gloo: the CPU). Receive buffers are fresh (contiguous) tensors."""
+    ops = [dist.P2POp(dist.isend, t.contiguous(), peer) for t, peer in sends]
     ops += [dist.P2POp(dist.irecv, t, peer) for t, peer in recvs]
     if ops:
         for work in dist.batch_isend_irecv(ops):

@@ -16,6 +16,7 @@ from bregnn.lifted.solvers.backprop import SGD, FullBatchGD, ImplicitSGD
 from bregnn.lifted.solvers.base import (
     Solver,
     config_fields,
+    move_state,
     solver_config,
     state_from_dict,
     state_to_dict,
@@ -44,6 +45,7 @@ __all__ = [
     "config_fields",
     "get_solver",
     "make_solver",
+    "move_state",
     "solver_config",
     "state_from_dict",
     "state_to_dict",

@@ -124,14 +124,15 @@ class SGD(Solver):
 
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> BackpropState:
         self.network.check_params(params)
+        w0 = params.weights[0]
         return BackpropState(
             Params(
                 tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
             ),
             tuple(torch.zeros_like(w) for w in params.weights),
             tuple(torch.zeros_like(b) for b in params.biases),
-            torch.zeros((), dtype=torch.int64),
-            torch.full((1,), float("nan"), dtype=params.weights[0].dtype),
+            w0.new_zeros((), dtype=torch.int64),
+            w0.new_full((1,), float("nan")),
         )
 
     def loss_and_grad(self, params: Params, x0: Tensor, y: Tensor) -> tuple[Tensor, Params]:

@@ -39,6 +39,7 @@ __all__ = [
     "Solver",
     "check_positive",
     "config_fields",
+    "move_state",
     "power_step",
     "power_step_augmented",
     "solver_config",
@@ -185,6 +186,21 @@ def state_from_dict(state_cls: type, data: Mapping[str, Any]) -> Any:
             f"saved solver state has fields {list(data)}, {state_cls.__name__} has {list(fields)}"
         )
     return state_cls(**{k: _decode(v) for k, v in data.items()})
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):  # Params and plain tuples of tensors
+        moved = [_move(v, device) for v in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else tuple(moved)
+    return value
+
+
+def move_state(state: NamedTuple, device: str | torch.device) -> Any:
+    """``state`` with every tensor on ``device`` (the same numbers: a copy across devices
+    is exact); a state already there is returned with the same tensors."""
+    return _move(state, torch.device(device))
 
 
 Objective = Callable[[LiftedNetwork, Params, Tensor, Tensor], Tensor]

@@ -205,7 +205,9 @@ def theta_block_least_squares(
     |[W, b] - [W^k, b^k]|^2`: for ``tau > 0`` the normal equations
     :math:`(\lambda\tilde X^\top\tilde X + \tau I)\tilde W^\top = \lambda\tilde X^\top T
     + \tau\tilde W^{k\top}` by Cholesky (deterministic); for ``tau = 0`` the minimum-norm
-    least-squares solution by ``torch.linalg.lstsq``."""
+    least-squares solution (``torch.linalg.lstsq`` with the SVD driver ``gelsd`` on the CPU;
+    on CUDA, whose ``lstsq`` has only the full-rank QR driver, the pseudo-inverse, also by
+    an SVD, so a rank-deficient batch gets the same solution on both devices)."""
     xt = augmented(inputs)
     if tau > 0:
         wk = torch.cat([w, b[:, None]], dim=1)
@@ -213,9 +215,10 @@ def theta_block_least_squares(
         chol = torch.linalg.cholesky(lam * (xt.T @ xt) + tau * eye)
         sol = torch.cholesky_solve(lam * (xt.T @ target) + tau * wk.T, chol).T
     else:
-        sol = torch.linalg.lstsq(
-            xt, target, driver="gelsd" if xt.device.type == "cpu" else None
-        ).solution.T
+        if xt.device.type == "cpu":
+            sol = torch.linalg.lstsq(xt, target, driver="gelsd").solution.T
+        else:
+            sol = (torch.linalg.pinv(xt) @ target).T
     return sol[:, :-1].contiguous(), sol[:, -1].contiguous()
 
 
@@ -338,7 +341,7 @@ class BlockCoordinateDescent(Solver):
                 tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
             ),
             tuple(aux),
-            torch.zeros((), dtype=torch.int64),
+            metrics.new_zeros((), dtype=torch.int64),
             metrics,
         )
 

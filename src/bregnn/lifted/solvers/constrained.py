@@ -115,9 +115,11 @@ class ConstrainedLifted(Solver):
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> ConstrainedState:
         self.network.check_params(params)
         self.network.check_data(x0, y)
-        dtype = params.weights[0].dtype
+        dtype, device = params.weights[0].dtype, params.weights[0].device
         aux, _ = self.network.forward(params, x0)
-        lambdas = torch.full((len(self.network.activations),), self.config.init_lambda, dtype=dtype)
+        lambdas = torch.full(
+            (len(self.network.activations),), self.config.init_lambda, dtype=dtype, device=device
+        )
         w_vecs, x_vecs = initial_vectors(self.network, dtype, params, (x0, *aux))
         return ConstrainedState(
             Params(
@@ -127,7 +129,7 @@ class ConstrainedLifted(Solver):
             lambdas,
             w_vecs,
             x_vecs,
-            torch.zeros((), dtype=torch.int64),
+            torch.zeros((), dtype=torch.int64, device=device),
             self._metrics(params, aux, lambdas, x0, y),
         )
 

@@ -103,16 +103,16 @@ class ImplicitLiftedBregman(Solver):
 
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> ImplicitState:
         self.network.check_params(params)
-        dtype = params.weights[0].dtype
+        dtype, device = params.weights[0].dtype, params.weights[0].device
         w_vecs, x_vecs = initial_vectors(self.network, dtype, params)
-        metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype)
+        metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype, device=device)
         return ImplicitState(
             Params(
                 tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
             ),
             w_vecs,
             x_vecs,
-            torch.zeros((), dtype=torch.int64),
+            torch.zeros((), dtype=torch.int64, device=device),
             metrics,
         )
 

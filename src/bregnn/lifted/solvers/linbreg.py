@@ -97,10 +97,10 @@ class LinBreg(Solver):
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> LinBregState:
         self.network.check_params(params)
         cfg = self.config
-        dtype = params.weights[0].dtype
+        dtype, device = params.weights[0].dtype, params.weights[0].device
         w_vecs, x_vecs = initial_vectors(self.network, dtype, params)
         v = tuple(w / cfg.delta + cfg.mu * torch.sign(w) for w in params.weights)
-        metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype)
+        metrics = torch.full((len(self.metric_names()),), float("nan"), dtype=dtype, device=device)
         return LinBregState(
             Params(
                 tuple(w.clone() for w in params.weights), tuple(b.clone() for b in params.biases)
@@ -108,7 +108,7 @@ class LinBreg(Solver):
             v,
             w_vecs,
             x_vecs,
-            torch.zeros((), dtype=torch.int64),
+            torch.zeros((), dtype=torch.int64, device=device),
             metrics,
         )
 
@@ -135,7 +135,7 @@ class LinBreg(Solver):
             w_vecs, x_vecs = new_w_vecs, new_x_vecs
         params = Params(weights, biases)
         base = batch_metrics(net, pen, params, aux, x0, y)
-        sparsity = torch.tensor([weight_sparsity(weights)], dtype=base.dtype)
+        sparsity = torch.tensor([weight_sparsity(weights)], dtype=base.dtype, device=base.device)
         return LinBregState(params, v, w_vecs, x_vecs, state.step + 1, torch.cat([base, sparsity]))
 
     @torch.no_grad()

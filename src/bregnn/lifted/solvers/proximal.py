@@ -107,7 +107,8 @@ class ProximalGradientLifted(Solver):
         metrics = batch_metrics(self.network, self.penalty, params, aux, x0, y)
         return ProximalState(
             params, aux, params, aux, w_vecs, x_vecs,
-            torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64), metrics,
+            metrics.new_zeros((), dtype=torch.int64), metrics.new_zeros((), dtype=torch.int64),
+            metrics,
         )  # fmt: skip
 
     @torch.no_grad()
