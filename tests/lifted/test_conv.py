@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_leaves
 
 from bregnn.lifted import L1, LiftedNetwork, available_solvers, fit, make_solver, one_hot, run_epoch
 from bregnn.lifted.layers import AvgPool, Conv, Dense, Flatten
-from bregnn.lifted.network import forward_objective
+from bregnn.lifted.network import Params, forward_objective
 from bregnn.lifted.penalties import PENALTIES, get_penalty
 from bregnn.lifted.solvers._step import initial_vectors, x_step_sizes
 from bregnn.lifted.solvers.residual import ResidualLiftedNetwork, ResidualMLP
@@ -106,6 +106,80 @@ def test_pooled_input_is_remembered_only_for_the_same_unmodified_tensor():
         pickle.dumps(LiftedNetwork(layers=[layer, Dense((3, 1, 1), 2, pre=(Flatten(),))]))
     )
     assert clone.layers[0]._last_input is None
+
+
+def test_conv_forward_is_remembered_only_for_the_same_unmodified_tensors():
+    """The first layer's convolution is computed once for unchanged (weight, bias, input),
+    and again whenever any of them is another tensor, was modified in place, carries a graph,
+    or the remembered result was modified."""
+    import pickle
+
+    layer = Conv((1, 8, 8), 3, 3)
+    gen = torch.Generator().manual_seed(0)
+    w, b = _params(layer, gen)
+    x = torch.randn(4, 1, 8, 8, generator=gen, dtype=D)
+    first = layer.forward(w, b, x)
+    assert layer.forward(w, b, x) is first
+    for args in ((w.clone(), b, x), (w, b.clone(), x), (w, b, x.clone())):
+        assert layer.forward(*args) is not first
+        torch.testing.assert_close(layer.forward(*args), first, rtol=0, atol=0)
+    again = layer.forward(w, b, x)
+    w.add_(0.5)  # modified in place: computed again
+    moved = layer.forward(w, b, x)
+    assert moved is not again
+    torch.testing.assert_close(moved, nn.functional.conv2d(x, w, b), rtol=0, atol=0)
+    moved.mul_(2.0)  # the remembered result itself modified: computed again
+    torch.testing.assert_close(layer.forward(w, b, x), nn.functional.conv2d(x, w, b))
+    with torch.enable_grad():
+        leaf = w.clone().requires_grad_(True)
+        layer.forward(leaf, b, x).sum().backward()  # not remembered: it carries a graph
+        assert leaf.grad is not None
+    assert layer._last_forward[0][0][0]() is not leaf
+    with torch.inference_mode():
+        layer.forward(w.clone(), b.clone(), x.clone())  # no version counters: not remembered
+    clone = pickle.loads(pickle.dumps(layer))
+    assert clone._last_forward is None
+
+
+# tiling (kernel = stride, no padding) and floor-mode leftovers: the strided fast path
+TILING_POOLS = {
+    "2": (AvgPool(2), (3, 8, 8)),
+    "2-odd": (AvgPool(2), (3, 9, 7)),
+    "3": (AvgPool(3), (2, 9, 12)),
+    "2x3": (AvgPool((2, 3)), (2, 8, 9)),
+    "ceil-exact": (AvgPool(2, ceil_mode=True, count_include_pad=False), (2, 8, 6)),
+    "divisor": (AvgPool(2, divisor_override=3), (2, 6, 6)),
+    "1": (AvgPool(1), (2, 3, 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(TILING_POOLS))
+def test_tiling_average_pooling_is_avg_pool2d_bitwise(name, dtype):
+    """Non-overlapping pooling by strided slices and its adjoint give exactly the numbers of
+    torch's avg_pool2d and avg_pool2d_backward (same sums, same order, same division)."""
+    op, shape = TILING_POOLS[name]
+    assert op._tiles(*shape[1:])
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, *shape, generator=gen, dtype=dtype)
+    want = nn.functional.avg_pool2d(x, *op._args())
+    assert torch.equal(op.apply(x), want)
+    g = torch.randn(want.shape, generator=gen, dtype=dtype)
+    back = torch.ops.aten.avg_pool2d_backward(
+        g, x, list(op.kernel_size), list(op.stride), list(op.padding), op.ceil_mode,
+        op.count_include_pad, op.divisor_override,
+    )  # fmt: skip
+    assert torch.equal(op.adjoint(g, shape), back)
+    # under autograd the kernel runs (its backward is the adjoint)
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_(True)
+        op.apply(leaf).backward(g)
+    assert torch.equal(leaf.grad, back)
+
+
+def test_overlapping_or_padded_pooling_keeps_the_kernel():
+    for op in (AvgPool(3, 2, 1, True, False), AvgPool(2, 1), AvgPool(2, ceil_mode=True)):
+        assert not op._tiles(7, 7)
 
 
 def test_smooth_grads_parts():
@@ -557,3 +631,74 @@ def test_residual_conv_network_trains_with_lbn_s():
                  inner_iters=5, tau=1.0, step_scale=0.5)  # fmt: skip
     assert _objective(net, result.params, x, labels) < before
     assert math.isfinite(result.history[-1]["batch_energy"])
+
+
+# -- regression: the iterates of the lifted methods on a small CNN ----------------------------
+# Per parameter tensor (weights, then biases) its sum and its inner product with a fixed
+# random tensor (seed 1), after one epoch (3 batches of 8, N = 3, tau_k = 1) in float64 from
+# the weights of _fashion_like(); recorded with the code before the conv fast paths
+# (remembered first-layer convolution, strided pooling and adjoint, in-place sums), which
+# compute the same numbers.
+# fmt: off
+REGRESSION = {
+    "lbn-s-alternating": [
+        -0.46341629230222, 0.5263966794217286, -2.0606447009454714,
+        0.35457335092857917, 2.526611266392945, -0.8654172790204753,
+        0.1852222358067272, -0.19165780791281858, 0.19556650695557748,
+        0.047692303477079756, 0.8196890525730771, 0.4692418185651113,
+    ],
+    "lbn-s-simultaneous": [
+        -0.4635494942222647, 0.5263647561165103, -2.072667000127852,
+        0.35623395183231243, 2.51900285508956, -0.8675331313758654,
+        0.1851172219027322, -0.19164648576942772, 0.19424379452850396,
+        0.047040528709043336, 0.8227348542391402, 0.47050692332832134,
+    ],
+    "lbn-s-blockwise": [
+        -0.46345657421439285, 0.5259346954783035, -1.8601102558363514,
+        0.3521940737460575, 2.6805891542898634, -1.0022966096085781,
+        0.18449703626934957, -0.19163802476322753, 0.21664360111453565,
+        0.05352514005167868, 0.8955046699818083, 0.5126397885802874,
+    ],
+    "lbn-s-literal": [
+        -0.463674027554344, 0.5264789678457172, -2.063754060779974,
+        0.35497646857630843, 2.5194924972315587, -0.8673923759260522,
+        0.18501867259485905, -0.19156247308580146, 0.1947617069520895,
+        0.04721034289481095, 0.822479816865699, 0.47035307188064507,
+    ],
+    "lifted-quadratic-alternating": [
+        -0.34526757392251467, 0.056462161084125495, 0.14620179893837118,
+        0.30535918395812084, 2.7947605777441606, -0.8520961540496423,
+        1.2913274536627242, -0.5416007476226218, 0.42674344313476115,
+        0.05695388354863545, 0.6903458426945522, 0.4125490279341415,
+    ],
+}
+# fmt: on
+
+REGRESSION_CASES = {
+    "lbn-s-alternating": ("lbn-s", {"step_rule": "alternating"}),
+    "lbn-s-simultaneous": ("lbn-s", {"step_rule": "simultaneous"}),
+    "lbn-s-blockwise": ("lbn-s", {"step_rule": "blockwise", "step_scale": 1.99}),
+    "lbn-s-literal": ("lbn-s", {"step_rule": "literal"}),
+    "lifted-quadratic-alternating": ("lifted-quadratic", {"step_rule": "alternating"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSION_CASES))
+def test_lifted_cnn_iterates_match_the_recorded_values(name):
+    method, extra = REGRESSION_CASES[name]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 1, 16, 16, generator=gen, dtype=D)
+    y = one_hot(torch.randint(0, 3, (24,), generator=gen), 3, D)
+    net = LiftedNetwork.from_module(_fashion_like(), input_shape=(1, 16, 16))
+    params = net.params_from_module()
+    params = Params(tuple(w.to(D) for w in params.weights), tuple(b.to(D) for b in params.biases))
+    solver = make_solver(method, net, batch_size=8, inner_iters=3, tau=1.0, **extra)
+    state = solver.init_state(params, x, y)
+    state, _ = solver.epoch(state, x, y, torch.Generator().manual_seed(0))
+    p = solver.params(state)
+    probe_gen = torch.Generator().manual_seed(1)
+    values = []
+    for t in (*p.weights, *p.biases):
+        probe = torch.randn(t.shape, generator=probe_gen, dtype=D)
+        values += [float(t.sum()), float((t * probe).sum())]
+    assert values == pytest.approx(REGRESSION[name], rel=1e-9, abs=1e-12)

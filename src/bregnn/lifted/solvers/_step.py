@@ -190,6 +190,15 @@ def gradient_step(
     return torch.add(p, g, alpha=-t)
 
 
+def _descend(x: Tensor, g: Tensor, t: float) -> Tensor:
+    """:math:`x - t g` written into ``g``: a gradient of the auxiliary variables is a new
+    tensor that nothing else holds (the same kernel and numbers as ``torch.add``, without
+    allocating another feature map per layer and step)."""
+    if g.shape != x.shape or g.dtype != x.dtype or g.requires_grad or g._base is not None:
+        return torch.add(x, g, alpha=-t)
+    return torch.add(x, g, alpha=-t, out=g)
+
+
 def joint_step(
     network: LiftedNetwork,
     penalty: Penalty,
@@ -254,11 +263,11 @@ def joint_step(
                     new_params, x0, new_aux, y, penalty, parts="aux"
                 )
                 for i in range(parity, len(aux), 2):
-                    half_i = torch.add(new_aux[i], grad_aux[i], alpha=-step_x[i])
+                    half_i = _descend(new_aux[i], grad_aux[i], step_x[i])
                     new_aux[i] = network.prox_layer(i, half_i, step_x[i], penalty)
             return new_params, tuple(new_aux), tuple(new_w_vecs), tuple(new_x_vecs)
         _, grad_aux, _ = network.smooth_grads(new_params, x0, aux, y, penalty, parts="aux")
-    half = [torch.add(x, g, alpha=-t) for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
+    half = [_descend(x, g, t) for x, g, t in zip(aux, grad_aux, step_x, strict=True)]
     if shift is not None:
         half = [h + s for h, s in zip(half, shift[1], strict=True)]
     new_aux = network.prox_g(half, step_x, penalty)
