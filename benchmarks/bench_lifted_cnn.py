@@ -31,7 +31,13 @@ test suites) ran beside it, before / after the conv fast paths of :mod:`bregnn.l
 average pooling and its adjoint by strided slices, sums formed in place); both compute the
 same numbers bit for bit.
 
-``--against`` a worktree of the commit before them, 1,000 images, load average 2.8-2.9::
+``--against`` a worktree of the commit before them, 1,000 images, load average 5.8-5.9::
+
+    lbn-s             cpu this / other 0.825 (median per batch 0.802;   3.89 s /   4.72 s), parameters identical
+    lifted-quadratic  cpu this / other 0.832 (median per batch 0.817;   3.29 s /   3.95 s), parameters identical
+
+and against one three commits earlier (the commits between add device handling only),
+load average 2.8-2.9::
 
     lbn-s             cpu this / other 0.823 (median per batch 0.818;   3.28 s /   3.98 s), parameters identical
     lifted-quadratic  cpu this / other 0.904 (median per batch 0.890;   3.57 s /   3.95 s), parameters identical
