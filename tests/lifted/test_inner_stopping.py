@@ -1,5 +1,5 @@
-"""LBN-S's inner stopping test (``inner_tol``) and its majoriser Theta step
-(``theta_step="majoriser"``): the mathematics, checked against independent computations."""
+"""LBN-S's inner stopping test (``inner_tol``) and the running average of its iterates
+(``average``): the mathematics, checked against independent computations."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import pytest
 import torch
 
 from bregnn.lifted import LiftedNetwork, Params, make_solver, one_hot
-from bregnn.lifted.penalties import get_penalty
 from bregnn.lifted.solvers._step import joint_step, literal_sweep, warm_vectors
-from bregnn.lifted.solvers.implicit import (
-    ImplicitConfig,
-    majoriser_factor,
-    majoriser_solve,
-    majoriser_theta_step,
-)
+from bregnn.lifted.solvers.implicit import ImplicitConfig
 
 F64 = torch.float64
 BASE = {"batch_size": 10, "inner_iters": 12, "tau": 5.0, "step_scale": 1.99}
@@ -195,12 +189,6 @@ def test_the_count_is_reported_without_tracking_too():
         ({"inner_tol": float("inf")}, "inner_tol must be a finite number >= 0; got inf"),
         ({"inner_tol": "1e-3"}, "setting 'inner_tol' must be float; got '1e-3'"),
         ({"inner_tol": 0.01, "step_rule": "literal"}, "inner_tol 0.01 needs a joint step rule"),
-        ({"theta_step": "newton"}, "unknown theta_step 'newton'"),
-        (
-            {"theta_step": "majoriser", "step_rule": "simultaneous"},
-            "theta_step 'majoriser' needs step_rule 'alternating' or 'blockwise'",
-        ),
-        ({"theta_step": "majoriser", "step_rule": "literal"}, "got step_rule 'literal'"),
     ],
 )
 def test_bad_settings_raise_one_line_naming_the_value(settings, text):
@@ -209,112 +197,6 @@ def test_bad_settings_raise_one_line_naming_the_value(settings, text):
     message = str(err.value)
     assert text in message
     assert "\n" not in message
-
-
-def test_the_majoriser_needs_dense_layers():
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 3)
-    )
-    net = LiftedNetwork.from_module(model, input_shape=(1, 4, 4))
-    with pytest.raises(ValueError, match="theta_step 'majoriser' needs a feed-forward network"):
-        make_solver("lbn-s", net, theta_step="majoriser", step_rule="blockwise")
-
-
-# -- the majoriser Theta step --------------------------------------------------------------------
-@pytest.mark.parametrize(("m", "n"), [(30, 6), (4, 6)])  # feature space and sample space
-def test_the_majoriser_solve_is_p_times_the_inverse_metric(m, n):
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(m, n, generator=gen, dtype=F64)
-    p = torch.randn(3, n + 1, generator=gen, dtype=F64)
-    factor = majoriser_factor(x, 0.7, 0.3)
-    assert factor.sample_space == (n + 1 > m)
-    xt = torch.cat([x, torch.ones(m, 1, dtype=F64)], 1)
-    metric = 0.7 * xt.T @ xt + 0.3 * torch.eye(n + 1, dtype=F64)
-    torch.testing.assert_close(majoriser_solve(factor, p), p @ torch.linalg.inv(metric))
-
-
-def _theta_objective(net, pen, params, x0, aux, y, anchor, mu):
-    energy = net.energy(params, x0, aux, y, pen).total
-    dist = sum((p - a).square().sum() for p, a in zip(_tensors(params), _tensors(anchor)))
-    return float(energy + mu / 2 * dist)
-
-
-@pytest.mark.parametrize("m", [30, 3])  # the first layer's metric in feature / sample space
-def test_the_majoriser_step_solves_a_quadratic_layer_exactly(m):
-    """Identity activations and the MSE output: at fixed X every layer's part of eq. 24 is a
-    ridge regression; one majoriser step reaches its minimiser (zero gradient)."""
-    net, params, x0, y = _problem(m=m, act="identity")
-    pen = get_penalty("bregman")
-    aux = tuple(a + 0.3 for a in net.forward(params, x0)[0])
-    anchor = Params(tuple(w + 0.1 for w in params.weights), tuple(b - 0.1 for b in params.biases))
-    mu = 0.4
-    grad, _, _ = net.smooth_grads(params, x0, aux, y, pen, parts="params")
-    new = majoriser_theta_step(net, pen, params, grad, (x0, *aux), tau=mu, anchor=anchor)
-    grad_new, _, _ = net.smooth_grads(new, x0, aux, y, pen, parts="params")
-    for g, p, a in zip(_tensors(grad_new), _tensors(new), _tensors(anchor), strict=True):
-        torch.testing.assert_close(g + mu * (p - a), torch.zeros_like(p), atol=1e-10, rtol=0)
-
-
-def test_one_majoriser_iteration_reaches_equation_24_on_a_one_layer_mse_problem():
-    """The convex one-layer MSE problem of eq. 24 (no X): the minimiser of the batch mean
-    plus |Theta - Theta_0|^2 / (2 tau_k) in ONE inner iteration."""
-    gen = torch.Generator().manual_seed(3)
-    net = LiftedNetwork([4, 2], "relu")
-    x0 = torch.randn(25, 4, generator=gen, dtype=F64)
-    y = torch.randn(25, 2, generator=gen, dtype=F64)
-    params = net.init_params(gen, dtype=F64)
-    tau = 4.0
-    solver = make_solver(
-        "lbn-s", net, batch_size=25, inner_iters=1, tau=tau, step_rule="alternating",
-        theta_step="majoriser",
-    )  # fmt: skip
-    state = solver.update(solver.init_state(params, x0, y), x0, y)
-    design = torch.cat([x0, torch.ones(25, 1, dtype=F64)], 1)
-    theta0 = torch.cat([params.weights[0], params.biases[0][:, None]], 1).T
-    eye = torch.eye(5, dtype=F64)
-    theta = torch.linalg.solve(design.T @ design / 25 + eye / tau, design.T @ y / 25 + theta0 / tau)
-    torch.testing.assert_close(state.params.weights[0], theta[:-1].T)
-    torch.testing.assert_close(state.params.biases[0], theta[-1])
-
-
-def _inside(act, a, seed):
-    """``a`` moved off the forward pass, kept inside the range of the activation."""
-    noisy = a + 0.3 * torch.randn(a.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    bounds = {"relu": (0.0, None), "tanh": (-0.95, 0.95), "sigmoid": (0.05, 0.95)}[act]
-    return noisy.clamp(*bounds)
-
-
-@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
-@pytest.mark.parametrize("m", [30, 3])
-def test_the_majoriser_step_never_increases_the_theta_sub_problem(act, m):
-    """Non-quadratic layers: the step minimises an upper model, so it descends, and the new
-    value lies below the model's minimum value."""
-    pen = get_penalty("bregman")
-    for seed in range(5):
-        net, params, x0, y = _problem(seed=seed, m=m, act=act)
-        aux = tuple(_inside(act, a, seed) for a in net.forward(params, x0)[0])
-        anchor = params
-        mu = 0.2
-        before = _theta_objective(net, pen, params, x0, aux, y, anchor, mu)
-        grad, _, _ = net.smooth_grads(params, x0, aux, y, pen, parts="params")
-        new = majoriser_theta_step(net, pen, params, grad, (x0, *aux), tau=mu, anchor=anchor)
-        after = _theta_objective(net, pen, new, x0, aux, y, anchor, mu)
-        # model minimum: F + <P, D> + 1/2 <D, D M> at D = -P M^-1, i.e. F - 1/2 <P, P M^-1>
-        model = before
-        for l, layer in enumerate(net.layers):
-            g = torch.cat([grad.weights[l], grad.biases[l][:, None]], 1)
-            g = g + mu * torch.cat(
-                [
-                    params.weights[l] - anchor.weights[l],
-                    (params.biases[l] - anchor.biases[l])[:, None],
-                ],
-                1,
-            )
-            k = pen.curvature_z(net.activations[l]) if l < len(net.activations) else 1.0
-            step = majoriser_solve(majoriser_factor(layer.prepare((x0, *aux)[l]), k, mu), g)
-            model -= 0.5 * float((g * step).sum())
-        assert after <= model + 1e-9 * abs(before)
-        assert after < before
 
 
 # -- the running average of the iterates ------------------------------------------------------

@@ -17,12 +17,10 @@ batch, so memory does not grow with the data set.
 (times :math:`m`) after iteration :math:`n` (:math:`F_0` at the forward pass), the batch stops
 after the first :math:`n` with :math:`F_{n-1} - F_n \le \mathrm{inner\_tol}\,|F_{n-1}|`, at
 the latest after ``inner_iters``; every iteration before the last one therefore lowered
-:math:`F` by more than ``inner_tol`` relative to its value. ``theta_step="majoriser"``
-replaces the gradient step on :math:`\Theta` of the alternating and blockwise rules by the
-minimiser of a quadratic upper model of each layer's :math:`\Theta_l` problem at fixed
-:math:`X` (:func:`majoriser_theta_step`). ``average > 0`` reports a running average of
-the iterates :math:`\Theta^k` over the batches as the trained parameters (averaged implicit
-SGD; :func:`running_average`) while the iterations continue from the last iterate.
+:math:`F` by more than ``inner_tol`` relative to its value. ``average > 0`` reports a
+running average of the iterates :math:`\Theta^k` over the batches as the trained parameters
+(averaged implicit SGD; :func:`running_average`) while the iterations continue from the last
+iterate.
 """
 
 from __future__ import annotations
@@ -33,39 +31,28 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bregnn.lifted.layers import Dense
 from bregnn.lifted.network import LiftedNetwork, Params
-from bregnn.lifted.penalties import Penalty
 from bregnn.lifted.solvers._step import (
     batch_metrics,
     initial_vectors,
     joint_step,
     literal_sweep,
     metric_names,
-    output_curvature,
     warm_vectors,
-    x_step_sizes,
 )
 from bregnn.lifted.solvers.base import Solver, check_positive, solver_config
 
 __all__ = [
     "STEP_RULES",
-    "THETA_STEPS",
     "ImplicitAveragedState",
     "ImplicitConfig",
     "ImplicitLiftedBregman",
     "ImplicitState",
-    "MajoriserFactor",
-    "majoriser_factor",
-    "majoriser_solve",
-    "majoriser_sweep",
-    "majoriser_theta_step",
     "running_average",
 ]
 
 
 STEP_RULES = ("simultaneous", "alternating", "blockwise", "literal")
-THETA_STEPS = ("gradient", "majoriser")
 
 
 @solver_config
@@ -99,14 +86,6 @@ class ImplicitConfig:
             energy's terms). The mean number of inner iterations per batch is then the
             metric inner_iters. Not with the literal rule (it runs inner_iters on each
             layer pair).
-        theta_step: the Theta step of the alternating and blockwise rules: gradient (a
-            gradient step of step_scale / L_Theta_l on each layer) or majoriser (dense
-            layers: each Theta_l = [W_l, b_l] jumps to the minimiser of the quadratic upper
-            model of its sub-problem at fixed X, whose Hessian is
-            M_l = lambda_l c_l Xt^T Xt + mu I, with Xt = [x_(l-1), 1] over the batch, c_l the
-            curvature bound of the penalty in z and mu = m / tau_k: the step
-            -(gradient) M_l^-1 never increases the sub-problem and solves a quadratic layer,
-            such as the MSE output, exactly; step_scale then applies to the X steps only).
         average: decay beta in [0, 1) of a running average of the iterates over the batches
             (0: off), averaged implicit SGD (Toulis and Airoldi): after batch k the trained
             parameters are Theta_bar_k = sum_(j<=k) beta^(k-j) Theta^j / sum_(j<=k)
@@ -123,7 +102,6 @@ class ImplicitConfig:
     track: bool = True
     step_rule: str = "simultaneous"
     inner_tol: float = 0.0
-    theta_step: str = "gradient"
     average: float = 0.0
 
     def __post_init__(self) -> None:
@@ -140,138 +118,8 @@ class ImplicitConfig:
                 f"inner_tol {self.inner_tol!r} needs a joint step rule; step_rule 'literal' "
                 "runs inner_iters on each layer pair (use inner_tol 0)"
             )
-        if self.theta_step not in THETA_STEPS:
-            raise ValueError(f"unknown theta_step {self.theta_step!r}; valid: {list(THETA_STEPS)}")
         if not 0.0 <= self.average < 1.0:
             raise ValueError(f"average must be in [0, 1); got {self.average!r}")
-        if self.theta_step != "gradient" and self.step_rule not in ("alternating", "blockwise"):
-            raise ValueError(
-                f"theta_step {self.theta_step!r} needs step_rule 'alternating' or 'blockwise' "
-                f"(Theta stepped at fixed X); got step_rule {self.step_rule!r}"
-            )
-
-
-def _augmented(x: Tensor) -> Tensor:
-    return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
-
-
-class MajoriserFactor(NamedTuple):
-    r"""A Cholesky factor for :func:`majoriser_theta_step`: of
-    :math:`M = k\tilde X^\top\tilde X + \mu I` (``sample_space=False``) or of
-    :math:`\tfrac{\mu}{k} I + \tilde X\tilde X^\top` (``sample_space=True``, Woodbury),
-    whichever is smaller; ``inputs`` is :math:`\tilde X`."""
-
-    inputs: Tensor
-    cholesky: Tensor
-    sample_space: bool
-    k: float
-    mu: float
-
-
-def majoriser_factor(layer_input: Tensor, k: float, mu: float) -> MajoriserFactor:
-    """Factor the metric of a dense layer's majoriser for the batch ``layer_input`` (rows are
-    samples). ``mu`` is raised to ``100 eps k |X~|_F^2`` when smaller (a larger ``mu`` keeps
-    ``M`` a majoriser and the factorisation well conditioned; ``tau = inf`` gives 0)."""
-    xt = _augmented(layer_input.reshape(layer_input.shape[0], -1))
-    m, n = xt.shape
-    floor = 100 * torch.finfo(xt.dtype).eps * k * float(xt.square().sum())
-    mu = max(mu, floor, torch.finfo(xt.dtype).tiny)
-    if k == 0:
-        return MajoriserFactor(xt, xt.new_ones(0, 0), False, k, mu)
-    eye = torch.eye(min(m, n), dtype=xt.dtype, device=xt.device)
-    if n <= m:
-        gram = torch.addmm(eye, xt.T, xt, beta=mu, alpha=k)
-        return MajoriserFactor(xt, torch.linalg.cholesky(gram), False, k, mu)
-    gram = torch.addmm(eye, xt, xt.T, beta=mu / k)
-    return MajoriserFactor(xt, torch.linalg.cholesky(gram), True, k, mu)
-
-
-def majoriser_solve(factor: MajoriserFactor, p: Tensor) -> Tensor:
-    """:math:`P M^{-1}` for the rows ``p`` (one per output unit) of a layer's gradient."""
-    if factor.k == 0:
-        return p / factor.mu
-    if not factor.sample_space:
-        return torch.cholesky_solve(p.T, factor.cholesky).T
-    xt = factor.inputs
-    coef = torch.cholesky_solve((p @ xt.T).T, factor.cholesky).T
-    return (p - coef @ xt) / factor.mu
-
-
-def majoriser_theta_step(
-    network: LiftedNetwork,
-    penalty: Penalty,
-    params: Params,
-    grad: Params,
-    inputs: tuple[Tensor, ...],
-    *,
-    tau: float,
-    anchor: Params,
-    first: MajoriserFactor | None = None,
-) -> Params:
-    r"""The Theta step of ``theta_step="majoriser"`` (dense layers). Given :math:`X`, layer
-    :math:`l`'s part of the sub-problem, :math:`\lambda_l\sum_i h(x_{l,i}, \Theta_l\tilde
-    x_{l-1,i}) + \tfrac\mu2|\Theta_l - \Theta_l^{k-1}|^2`, has a gradient :math:`P_l`
-    (``grad`` plus the proximal term) and lies below its quadratic model with the metric
-    :math:`M_l = \lambda_l c_l\tilde X_{l-1}^\top\tilde X_{l-1} + \mu I` (the curvature of
-    :math:`h` in :math:`z` is at most :math:`c_l` and :math:`z` is linear in
-    :math:`\Theta_l`); the step :math:`\Theta_l - P_l M_l^{-1}` minimises that model, so it
-    never increases the sub-problem and it is exact when the layer's term is quadratic with
-    curvature :math:`c_l` (the MSE output layer). ``tau`` is :math:`\mu` (batch-sum units),
-    ``inputs`` the layer inputs ``(x0, x_1, ...)``, ``first`` the factor of layer 1 when
-    already known (its input, the batch, is fixed during the inner iterations)."""
-    curv = [penalty.curvature_z(a) for a in network.activations]
-    curv.append(output_curvature(network))
-    weights, biases = [], []
-    for l, layer in enumerate(network.layers):
-        w, b = params.weights[l], params.biases[l]
-        gw, gb = grad.weights[l], grad.biases[l]
-        if tau > 0:
-            gw = gw.add(w - anchor.weights[l], alpha=tau)
-            gb = gb.add(b - anchor.biases[l], alpha=tau)
-        if l == 0 and first is not None:
-            factor = first
-        else:
-            flat = layer.prepare(inputs[l])
-            factor = majoriser_factor(flat, network.lambdas[l] * curv[l], tau)
-        step = majoriser_solve(factor, torch.cat([gw, gb[:, None]], dim=1))
-        weights.append(w - step[:, :-1])
-        biases.append(b - step[:, -1])
-    return Params(tuple(weights), tuple(biases))
-
-
-def majoriser_sweep(
-    network: LiftedNetwork,
-    penalty: Penalty,
-    params: Params,
-    aux: tuple[Tensor, ...],
-    x0: Tensor,
-    y: Tensor,
-    w_vecs: tuple[Tensor, ...],
-    *,
-    step_scale: float,
-    tau: float,
-    anchor: Params,
-    first: MajoriserFactor | None,
-    x_blocks: bool,
-) -> tuple[Params, tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One inner iteration of the alternating (``x_blocks``: blockwise) rule with the
-    majoriser Theta step (:func:`majoriser_theta_step`), then the X step(s) of
-    :func:`~bregnn.lifted.solvers._step.joint_step` at the new Theta. Returns
-    ``(params, aux, w_vecs)``."""
-    grad, _, _ = network.smooth_grads(params, x0, aux, y, penalty, parts="params")
-    new_params = majoriser_theta_step(
-        network, penalty, params, grad, (x0, *aux), tau=tau, anchor=anchor, first=first
-    )
-    step_x, new_w_vecs = x_step_sizes(network, penalty, new_params.weights, w_vecs, step_scale)
-    n = len(aux)
-    groups = (range(0, n, 2), range(1, n, 2)) if x_blocks else (range(n),)
-    new_aux = list(aux)
-    for group in groups:  # x_1, x_3, ... then x_2, x_4, ...: each set decoupled
-        _, grad_aux, _ = network.smooth_grads(new_params, x0, new_aux, y, penalty, parts="aux")
-        for i in group:
-            half = torch.add(new_aux[i], grad_aux[i], alpha=-step_x[i])
-            new_aux[i] = network.prox_layer(i, half, step_x[i], penalty)
-    return new_params, tuple(new_aux), tuple(new_w_vecs)
 
 
 class ImplicitState(NamedTuple):
@@ -328,13 +176,6 @@ class ImplicitLiftedBregman(Solver):
                 raise ValueError(
                     f"average {self.config.average!r} needs one process; this run has "
                     f"{dist.get_world_size()} (the ranks would average different iterates)"
-                )
-        if self.config.theta_step == "majoriser":
-            plain = all(isinstance(layer, Dense) and not layer.post for layer in network.layers)
-            if not plain or getattr(network, "residual", False):
-                raise ValueError(
-                    "theta_step 'majoriser' needs a feed-forward network of dense layers (the "
-                    f"Gram matrix of each layer's inputs); got {network!r}"
                 )
 
     def init_state(self, params: Params, x0: Tensor, y: Tensor) -> ImplicitState:
@@ -413,29 +254,14 @@ class ImplicitLiftedBregman(Solver):
         stopping = cfg.inner_tol > 0
         if stopping:
             previous = self.sub_energy(params, aux, x0, y, anchor)
-        majoriser = cfg.theta_step == "majoriser"
-        if majoriser:  # layer 1's input is the batch: factor its metric once
-            k = self.network.lambdas[0] * (
-                self.penalty.curvature_z(self.network.activations[0])
-                if self.network.activations
-                else output_curvature(self.network)
-            )
-            first = majoriser_factor(self.network.layers[0].prepare(x0), k, tau_sum)
         done = 0
         for _ in range(cfg.inner_iters if cfg.step_rule != "literal" else 0):
-            if majoriser:
-                params, aux, w_vecs = majoriser_sweep(
-                    self.network, self.penalty, params, aux, x0, y, w_vecs,
-                    step_scale=cfg.step_scale, tau=tau_sum, anchor=anchor, first=first,
-                    x_blocks=cfg.step_rule == "blockwise",
-                )  # fmt: skip
-            else:
-                params, aux, w_vecs, x_vecs = joint_step(
-                    self.network, self.penalty, params, aux, x0, y, w_vecs, x_vecs,
-                    step_scale=cfg.step_scale, tau=tau_sum, anchor=anchor, input_sq=input_sq,
-                    alternating=cfg.step_rule in ("alternating", "blockwise"),
-                    x_blocks=cfg.step_rule == "blockwise",
-                )  # fmt: skip
+            params, aux, w_vecs, x_vecs = joint_step(
+                self.network, self.penalty, params, aux, x0, y, w_vecs, x_vecs,
+                step_scale=cfg.step_scale, tau=tau_sum, anchor=anchor, input_sq=input_sq,
+                alternating=cfg.step_rule in ("alternating", "blockwise"),
+                x_blocks=cfg.step_rule == "blockwise",
+            )  # fmt: skip
             done += 1
             if stopping:
                 current = self.sub_energy(params, aux, x0, y, anchor)
