@@ -94,7 +94,7 @@ MUTABLE_KEYS: frozenset[str] = frozenset(
 )
 """Settings that may differ between a run and its ``--resume`` (see the module docstring)."""
 
-ADDED_KEYS: Mapping[str, Any] = {"layer_groups": 1}
+ADDED_KEYS: Mapping[str, Any] = {"layer_groups": 1, "inner_tol": 0.0, "average": 0.0}
 """Settings introduced after runs were saved without them, each with the value that computes
 what the older runs computed: a saved run lacking the key resumes under that value (and only
 under it)."""

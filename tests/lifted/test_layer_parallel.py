@@ -118,6 +118,8 @@ def test_refusals():
         fit(model, x, labels, method="lbn-s", epochs=1, layer_groups=2, progress=False)
     with pytest.raises(ValueError, match="step_rule 'literal' sweeps the layers"):
         fit(model, x, labels, method="lbn-s", epochs=1, layer_groups=2, step_rule="literal")
+    with pytest.raises(ValueError, match="inner_tol 0.01 needs the whole batch energy"):
+        fit(model, x, labels, method="lbn-s", epochs=1, layer_groups=2, inner_tol=0.01)
     with pytest.raises(ValueError, match="'bcd' cannot run layer-parallel"):
         fit(model, x, labels, method="bcd", epochs=1, layer_groups=2)
     cnn = torch.nn.Sequential(

@@ -266,3 +266,12 @@ def test_a_key_added_later_resumes_only_at_the_value_that_computes_the_old_run()
     assert config_differences({"layer_groups": 2}, {"layer_groups": 1}) == [
         "layer_groups saved 2, requested 1"
     ]
+
+
+def test_runs_saved_before_the_stopping_test_and_averaging_resume_with_them_off():
+    saved = {"method": "lbn-s", "inner_iters": 15}
+    off = {"method": "lbn-s", "inner_iters": 15, "inner_tol": 0.0, "average": 0.0}
+    assert config_differences(saved, off) == []
+    assert config_differences(saved, {**off, "average": 0.99}) == [
+        "average saved (absent), requested 0.99"
+    ]

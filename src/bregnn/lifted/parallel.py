@@ -149,6 +149,11 @@ def check_layer_parallel(solver: Solver) -> None:
             f"step_rule {rule!r} sweeps the layers one after another and cannot run with "
             f"layer groups > 1; use one of {list(PARALLEL_RULES)}"
         )
+    if solver.config.inner_tol > 0:
+        raise ValueError(
+            f"inner_tol {solver.config.inner_tol!r} needs the whole batch energy after each "
+            "inner iteration, which layer groups do not gather; use inner_tol 0 with layer groups > 1"
+        )
     if getattr(solver.network, "residual", False):
         raise ValueError("residual lifted networks cannot run layer-parallel yet")
     if solver.network.convolutional:
