@@ -335,3 +335,16 @@ def test_first_step_sizes_use_the_exact_norms(method):
         aug = torch.cat([inp, torch.ones(inp.shape[0], 1)], 1)
         exact = 1.0 / float(torch.linalg.matrix_norm(aug, 2)) ** 2
         assert t == pytest.approx(exact, rel=0.05), (l, t, exact)
+
+
+def test_track_false_trains_the_same_parameters_without_batch_diagnostics():
+    x, y = toy()
+    kw = dict(method="lbn-s", seed=0, progress=False, batch_size=16, inner_iters=2, epochs=2)
+    tracked = fit(model(), x, y, **kw)
+    untracked = fit(model(), x, y, track=False, **kw)
+    for a, b in zip(tracked.module.parameters(), untracked.module.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert "batch_energy" in tracked.history[-1]
+    assert not any(k.startswith("batch_") for k in untracked.history[-1])
+    counted = fit(model(), x, y, track=False, inner_tol=0.5, **kw)
+    assert 1 <= counted.history[-1]["batch_inner_iters"] <= 2

@@ -416,6 +416,8 @@ def fit(
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the epoch's time includes its queued kernels
         elapsed = time.perf_counter() - tic
+        if not getattr(solver.config, "track", True):  # the batch diagnostics were not
+            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}  # computed: NaN
         _check_finite(solver, state, metrics, epoch + 1)
         row: dict[str, float] = {"epoch": epoch + 1}
         if ctx.is_main:
