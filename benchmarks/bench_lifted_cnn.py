@@ -78,10 +78,10 @@ import time
 
 import torch
 
-from bregnn.data import load_vectors
+import bench_lifted
 from bregnn.data.centering import center
 from bregnn.experiments.lifted_cnn import CNN_METHODS, IMAGE, lifted_cnn
-from bregnn.lifted import make_solver, one_hot
+from bregnn.lifted import make_solver
 from bregnn.utils import default_data_dir
 
 FULL_SAMPLES, EPOCHS = 60000, 20
@@ -89,16 +89,11 @@ LIFTED = ("lbn-s", "lifted-quadratic")
 
 
 def _data(data_dir, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    try:
-        x, labels = load_vectors("fashion-mnist", "train", data_dir)
-        source = "fashion-mnist"
-    except FileNotFoundError:
-        gen = torch.Generator().manual_seed(0)
-        x = torch.rand(n, 784, generator=gen)
-        labels = torch.randint(0, 10, (n,), generator=gen)
-        source = "random"
-    (x,), _ = center(x[:n], [], "pixel")  # the experiment's centring
-    return x.reshape(-1, *IMAGE), one_hot(labels[:n], 10), source
+    """bench_lifted's first ``n`` images (or its random stand-in), centred as the experiment
+    centres them, as 1 x 28 x 28 maps."""
+    x, y, source = bench_lifted._data(data_dir, n)
+    (x,), _ = center(x, [], "pixel")
+    return x.reshape(-1, *IMAGE), y, source
 
 
 def _load() -> str:
