@@ -38,6 +38,7 @@ and checks the target of the extension: LBN-S within 2 points of SGD-BP's test a
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ from torch import nn
 
 from bregnn.data import load_vectors
 from bregnn.data.centering import center
-from bregnn.experiments.lifted_tables import Run, run_all
+from bregnn.experiments.lifted_tables import Run, _figures_ok, last_row, run_all
 from bregnn.experiments.reproduce import Options, register
 from bregnn.lifted import LiftedNetwork
 from bregnn.lifted.autoencoder import plot_curves
@@ -117,7 +118,7 @@ def cnn_fashion_mnist(options: Options) -> list[dict[str, Any]]:
     rows = []
     for spec in runs:
         res = results[spec.name]
-        last = res.history[-1]
+        last, diverged = last_row(res)
         linear = [100 * v for k, v in last.items() if k.startswith("train_linear_")]
         times = [r["epoch_time_s"] for r in res.history]
         rows.append(
@@ -126,10 +127,11 @@ def cnn_fashion_mnist(options: Options) -> list[dict[str, Any]]:
                 "model": spec.label,
                 "layers": _layers_text(res.network),
                 "epochs": int(last["epoch"]),
-                "train %": 100 * last["train_accuracy"],
-                "test %": 100 * last["test_accuracy"],
+                "diverged": diverged,
+                "train %": 100 * last.get("train_accuracy", math.nan),
+                "test %": 100 * last.get("test_accuracy", math.nan),
                 "linear units %": " / ".join(f"{v:.1f}" for v in linear),
-                "s per epoch": sum(times) / len(times),
+                "s per epoch": sum(times) / len(times) if times else math.nan,
                 "train s": sum(times),
             }
         )
@@ -156,12 +158,3 @@ def _target(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {"run": "claim", "model": "LBN-S within 2 points of SGD-BP's test accuracy",
          "verdict": verdict}
     ]  # fmt: skip
-
-
-def _figures_ok() -> bool:
-    from bregnn.plotting import figures_available, skip_figures_note
-
-    if figures_available():
-        return True
-    skip_figures_note("reproduce")
-    return False

@@ -14,6 +14,8 @@ the Fashion-MNIST-10K autoencoder (docs/RESULTS.md).
 from __future__ import annotations
 
 import functools
+import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from bregnn.data import load_vectors
 from bregnn.data.centering import center
+from bregnn.experiments._summary import read_metrics
 from bregnn.experiments.reproduce import Options, register
 from bregnn.lifted import LiftedNetwork, evaluate_regression, fit
 from bregnn.lifted.autoencoder import (
@@ -33,7 +36,7 @@ from bregnn.lifted.autoencoder import (
     undercomplete_autoencoder,
 )
 
-__all__ = ["Run", "plot_linear_units", "run_all"]
+__all__ = ["Diverged", "Run", "last_row", "plot_linear_units", "run_all"]
 
 
 @dataclass(frozen=True)
@@ -51,24 +54,58 @@ class Run:
     evaluate: Callable | None = None
 
 
+@dataclass(frozen=True)
+class Diverged:
+    """A run that diverged: its ``history`` up to the last finite epoch (read back from its
+    ``metrics.csv``) and the ``error`` that stopped it."""
+
+    network: LiftedNetwork
+    history: list[dict[str, float]]
+    error: str
+
+
 def run_all(
     options: Options,
     runs: Sequence[Run],
     data: tuple[Tensor, Tensor, Tensor, Tensor],
     val_name: str,
 ) -> dict[str, Any]:
-    """Train every run (by ``fit`` into ``options.out / run.name``); returns the results."""
+    """Train every run (by ``fit`` into ``options.out / run.name``); returns the results.
+    A run that diverges is recorded as :class:`Diverged` and the other runs go on: a table
+    with a diverged row says more than no table (rerun with ``--resume``, it diverges again
+    from its last checkpoint, as the iteration is deterministic)."""
     x, y, xv, yv = data
     results = {}
     for spec in runs:
         epochs = options.epochs or spec.epochs
-        results[spec.name] = fit(
-            spec.network(), x, y, method=spec.method, epochs=epochs, seed=0, x_val=xv,
-            y_val=yv, val_name=val_name, out=options.out / spec.name, resume=options.resume,
-            progress=options.progress, evaluate=spec.evaluate, desc=spec.name,
-            device=options.device, **spec.settings,
-        )  # fmt: skip
+        network = spec.network()
+        try:
+            results[spec.name] = fit(
+                network, x, y, method=spec.method, epochs=epochs, seed=0, x_val=xv,
+                y_val=yv, val_name=val_name, out=options.out / spec.name,
+                resume=options.resume, progress=options.progress, evaluate=spec.evaluate,
+                desc=spec.name, device=options.device, **spec.settings,
+            )  # fmt: skip
+        except FloatingPointError as err:
+            metrics = options.out / spec.name / "metrics.csv"
+            history = read_metrics(metrics) if metrics.exists() else []
+            results[spec.name] = Diverged(network, history, str(err))
+            print(
+                f"{spec.name}: {err}; recorded as diverged, the other runs go on", file=sys.stderr
+            )
     return results
+
+
+def last_row(result: Any) -> tuple[dict[str, float], str | None]:
+    """The last epoch's row of a run (``{"epoch": 0}`` when it diverged in its first epoch)
+    and, for a run that diverged, ``"in epoch N"`` (``None`` for a run that finished)."""
+    last = result.history[-1] if result.history else {"epoch": 0}
+    diverged = isinstance(result, Diverged)
+    return last, f"in epoch {int(last['epoch']) + 1}" if diverged else None
+
+
+def _finished(results: Mapping[str, Any]) -> dict[str, Any]:
+    return {n: r for n, r in results.items() if not isinstance(r, Diverged)}
 
 
 def _chosen(options: Options, names: Sequence[str]) -> list[str]:
@@ -133,7 +170,7 @@ def _classify(dataset: str, options: Options) -> list[dict[str, Any]]:
     rows = []
     for spec in runs:
         res = results[spec.name]
-        last = res.history[-1]
+        last, diverged = last_row(res)
         name = spec.name.rsplit("-", 1)[0]
         linear = [100 * v for k, v in last.items() if k.startswith("train_linear_")]
         ref = paper.get(name)
@@ -143,8 +180,9 @@ def _classify(dataset: str, options: Options) -> list[dict[str, Any]]:
                 "model": spec.label,
                 "layers": "-".join(map(str, res.network.sizes)),
                 "epochs": int(last["epoch"]),
-                "train %": 100 * last["train_accuracy"],
-                "test %": 100 * last["test_accuracy"],
+                "diverged": diverged,
+                "train %": 100 * last.get("train_accuracy", math.nan),
+                "test %": 100 * last.get("test_accuracy", math.nan),
                 "paper train %": ref[0] if ref else None,
                 "paper test %": ref[1] if ref else None,
                 "linear units %": " / ".join(f"{v:.1f}" for v in linear),
@@ -159,7 +197,11 @@ def _classify(dataset: str, options: Options) -> list[dict[str, Any]]:
             f"{dataset}: lifted Bregman vs baselines",
         )  # fmt: skip
         plot_linear_units(
-            {r["run"]: [float(v) for v in r["linear units %"].split(" / ")] for r in rows},
+            {
+                r["run"]: [float(v) for v in r["linear units %"].split(" / ")]
+                for r in rows
+                if r["linear units %"]
+            },
             options.out / "linear_units.png",
         )
     return rows
@@ -247,19 +289,20 @@ def _ae(options: Options, setup: AESetup, methods: dict[str, tuple], title: str)
     rows = []
     for spec in runs:
         hist = results[spec.name].history
-        last = hist[-1]
-        best = min(hist, key=lambda r: r["val_loss"])
+        last, diverged = last_row(results[spec.name])
+        best = min(hist, key=lambda r: r["val_loss"], default={"val_loss": math.nan, "epoch": 0})
         rows.append(
             {
                 "run": spec.name,
                 "method": spec.method,
                 "epochs": int(last["epoch"]),
-                "train objective": last["train_objective"],
-                "train loss": last["train_loss"],
-                "val loss": last["val_loss"],
+                "diverged": diverged,
+                "train objective": last.get("train_objective", math.nan),
+                "train loss": last.get("train_loss", math.nan),
+                "val loss": last.get("val_loss", math.nan),
                 "best val loss": best["val_loss"],
                 "best val epoch": int(best["epoch"]),
-                "code sparsity %": last["train_sparsity"],
+                "code sparsity %": last.get("train_sparsity", math.nan),
                 "train s": sum(r["epoch_time_s"] for r in hist),
             }
         )
@@ -277,7 +320,7 @@ def _ae(options: Options, setup: AESetup, methods: dict[str, tuple], title: str)
             images = {"original": ys[:8] + offset}
             if setup.noise > 0:
                 images["noisy"] = xs[:8] + offset
-            for n, r in results.items():
+            for n, r in _finished(results).items():
                 with torch.no_grad():
                     _, z = r.network.forward(r.params, xs[:8].to(r.params.weights[0].device))
                 images[n] = z.cpu() + offset
