@@ -198,20 +198,24 @@ def plot_curves(
     metrics: Sequence[str] = ("train_objective", "val_loss", "train_sparsity"),
     title: str = "",
 ) -> Path:
-    """One panel per metric, one line per method, against the epoch; a PNG at ``path``."""
+    """One panel per metric, one line per method, against the epoch; a PNG at ``path``.
+    A method keeps its colour in every panel (also in those where it has no values), and
+    losses, objectives and energies are drawn on a log scale."""
     if not histories:
         raise ValueError("plot_curves needs at least one method's history")
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
     axes = [axes] if len(metrics) == 1 else list(axes)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {method: cycle[i % len(cycle)] for i, method in enumerate(histories)}
     for ax, metric in zip(axes, metrics, strict=True):
         for method, rows in histories.items():
             pts = [(r["epoch"], r[metric]) for r in rows if metric in r]
             if pts:
-                ax.plot(*zip(*pts, strict=True), label=method, lw=1.5)
+                ax.plot(*zip(*pts, strict=True), label=method, lw=1.5, color=colours[method])
         ax.set_xlabel("epoch")
         ax.set_title(metric.replace("_", " "))
-        if metric.endswith(("objective", "loss", "mse")):
+        if metric.endswith(("objective", "loss", "mse", "energy")):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
