@@ -54,7 +54,10 @@ def test_list_and_errors(capsys):
     assert exit_code(["reproduce", "no-such-table"]) == 2
     assert "valid reproductions" in capsys.readouterr().err
     assert exit_code(["reproduce", "sparse-ae-mnist-1k", "--methods", "adam"]) == 2
-    assert "valid methods: ['lbn-s', 'lbn-d', 'gd-bp', 'sgd-bp']" in capsys.readouterr().err
+    assert (
+        "valid methods: ['lbn-s', 'lbn-d', 'lbn-d-keep-x', 'gd-bp', 'sgd-bp']"
+        in capsys.readouterr().err
+    )
 
 
 def test_centering_readings():
