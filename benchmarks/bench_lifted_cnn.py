@@ -4,7 +4,7 @@ SGD-BP, and the ratio of each lifted method to SGD-BP measured in the same run.
 The network, settings and preprocessing are those of ``bregnn reproduce
 lifted-cnn-fashion-mnist`` (:mod:`bregnn.experiments.lifted_cnn`): conv 5x5 (16) - ReLU -
 avgpool 2 - conv 5x5 (32) - ReLU - avgpool 2 - linear 512 -> 10, batch 100, N = 15 inner
-iterations, the alternating step rule, per-pixel centred images, float32, one thread. The
+iterations, the reproduction's step rule, per-pixel centred images, float32, one thread. The
 methods' epochs are interleaved within every repetition (so that load from other processes
 hits all of them alike); each time is the median over the repetitions, wall-clock and CPU
 time of this process, and the ratios to SGD-BP are the medians of the per-repetition
@@ -25,8 +25,9 @@ Usage: ``python benchmarks/bench_lifted_cnn.py [--samples 2000] [--repeats 3]
 [--data-dir DIR] [--methods lbn-s lifted-quadratic sgd-bp] [--against OLD/src]``. Uses
 Fashion-MNIST if found, else random images of the same shape.
 
-Measured on the 2-core development machine while two other training runs (and at times
-test suites) ran beside it, before / after the conv fast paths of :mod:`bregnn.lifted.layers`
+Measured (with the alternating step rule, which the reproduction used then; it now uses the
+blockwise rule, whose time per epoch is in docs/RESULTS.md) on the 2-core development
+machine while two other training runs (and at times test suites) ran beside it, before / after the conv fast paths of :mod:`bregnn.lifted.layers`
 (the first layer's convolution remembered while its weights and input are unchanged, tiling
 average pooling and its adjoint by strided slices, sums formed in place); both compute the
 same numbers bit for bit.
