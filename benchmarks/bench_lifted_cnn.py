@@ -27,10 +27,10 @@ Fashion-MNIST if found, else random images of the same shape.
 
 Measured (with the alternating step rule, which the reproduction used then; it now uses the
 blockwise rule, whose time per epoch is in docs/RESULTS.md) on the 2-core development
-machine while two other training runs (and at times test suites) ran beside it, before / after the conv fast paths of :mod:`bregnn.lifted.layers`
-(the first layer's convolution remembered while its weights and input are unchanged, tiling
-average pooling and its adjoint by strided slices, sums formed in place); both compute the
-same numbers bit for bit.
+machine while two other training runs (and at times test suites) ran beside it, before /
+after the conv fast paths of :mod:`bregnn.lifted.layers` (the first layer's convolution
+remembered while its weights and input are unchanged, tiling average pooling and its adjoint
+by strided slices, sums formed in place); both compute the same numbers bit for bit.
 
 ``--against`` a worktree of the commit before them, 1,000 images, load average 5.8-5.9::
 
