@@ -7,8 +7,8 @@ ratio LBN-S / SGD-BP. LBN-S runs in the configurations that show what each chang
 earlier setting (uncentred images, tau = 100 against the batch sum, i.e. tau_k = 1 in
 equation 24), centred images, the paper's tau_k = 100, fewer inner iterations (fixed N = 5,
 8, 10), the blockwise step rule, the stopping test on the batch energy (``inner_tol``) on
-the alternating and blockwise rules, and the running average of the iterates (``average=0.99``, evaluated in place of the last
-iterate) at N = 15, 10, 8. Needs the data (``$BREGNN_DATA``, as ``make bench`` sets it).
+the alternating and blockwise rules, and the running average of the iterates
+(``average=0.99``, evaluated in place of the last iterate) at N = 15, 10, 8. Needs the data (``$BREGNN_DATA``, as ``make bench`` sets it).
 ``--runs`` picks rows by index. The epoch counts depend on the seed: 85% is close to what
 this network reaches in its first epochs, so a row's first epoch above it can move by one
 or two with the batch order.

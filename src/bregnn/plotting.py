@@ -41,6 +41,7 @@ __all__ = [
     "CLASS_COLORS",
     "VARIANT_COLORS",
     "figures_available",
+    "figures_or_note",
     "plot_dataset",
     "plot_depth_panels",
     "plot_depth_study",
@@ -79,6 +80,14 @@ def skip_figures_note(what: str = "figures") -> None:
     if what not in _noted:
         _noted.add(what)
         print(f"{what} skipped: matplotlib is not installed ({_INSTALL})", flush=True)
+
+
+def figures_or_note(what: str = "figures") -> bool:
+    """:func:`figures_available`, printing :func:`skip_figures_note` for ``what`` when not."""
+    if figures_available():
+        return True
+    skip_figures_note(what)
+    return False
 
 
 def pyplot() -> Any:

@@ -55,7 +55,7 @@ from bregnn.experiments.reproduce import Options, register
 from bregnn.experiments.two_spiral import SpiralGrid, config_dir, load_model, load_spirals, run_grid
 from bregnn.models import ConvNet
 from bregnn.models.mlp import LayerDiagnostics
-from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.plotting import figures_or_note
 from bregnn.runs import atomic_write_text, prepare_run, write_json
 from bregnn.utils import seed_everything
 
@@ -70,13 +70,6 @@ SEB = ("standard", "euclidean", "bregman")
 
 
 # -- shared helpers ------------------------------------------------------------------------------
-def _figures_ok() -> bool:
-    if figures_available():
-        return True
-    skip_figures_note("reproduce figures")
-    return False
-
-
 def _settings(options: Options, settings: dict[str, Any], quick: Mapping[str, Any]):
     """``settings`` with the ``--quick`` values, ``--epochs`` and ``--methods`` applied."""
     settings = {**settings, **(quick if options.quick else {})}
@@ -214,7 +207,7 @@ def two_spiral_3x2(options: Options) -> list[dict[str, Any]]:
             by[(a, "bregman", lr)]["test %"] > by[(a, "standard", lr)]["test %"] for a, lr in pairs
         ),
     ))  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         _curves_figure(options, grid, curves, "test_accuracy", "test accuracy")
     return rows
 
@@ -283,7 +276,7 @@ def two_spiral_100x2(options: Options) -> list[dict[str, Any]]:
     ))  # fmt: skip
     figure3 = _figure3(options, grid)
     rows += figure3
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         _curves_figure(options, grid, curves, "train_loss", "training loss")
     return rows
 
@@ -304,7 +297,7 @@ def _figure3(options: Options, grid: SpiralGrid) -> list[dict[str, Any]]:
     }
     write_json({v: {"param_norms": d.param_norms, "mean_steps": d.step_norms}
                 for v, d in curves.items()}, options.out / "figure3.json")  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         from bregnn.plotting import plot_layer_diagnostics
 
         plot_layer_diagnostics(curves, options.out / "figure3.png",
@@ -429,7 +422,7 @@ def mnist_depth(options: Options) -> list[dict[str, Any]]:
         lambda: all(by[("sigmoid", 9, w, "bregman")]["test %"] - by[("sigmoid", 9, w, "standard")]["test %"] >= 10
                     for w in widths),
     ))  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         _depth_curves_figure(options, study)
     return rows
 
@@ -476,7 +469,7 @@ def depth_width(options: Options) -> list[dict[str, Any]]:
         and mean_over_widths(shallow, "standard") - mean_over_widths(deep, "standard") >= 10
         and abs(mean_over_widths(shallow, "bregman") - mean_over_widths(deep, "bregman")) <= 2,
     ))  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         _depth_curves_figure(options, study)
     return rows
 
@@ -489,9 +482,9 @@ FIGURE4 = {"bregman": (100.0, 94.74), "standard": (99.70, 94.40)}  # train / tes
 # constant lr 10^-1, 100 epochs, early stopping with patience 10 (its fit() defaults).
 MNIST_2D_READINGS = {
     "": {},
-    "-demo": {"batch_size": 16, "epochs": 100, "lr_end_factor": 1.0, "schedule_epochs": 100},
+    "demo": {"batch_size": 16, "epochs": 100, "lr_end_factor": 1.0, "schedule_epochs": 100},
 }
-MNIST_2D_RUNS = [v + r for r in MNIST_2D_READINGS for v in BS]
+MNIST_2D_RUNS = [f"{v}-{r}" if r else v for r in MNIST_2D_READINGS for v in BS]
 
 
 def _compactness(z: Tensor, y: Tensor) -> float:
@@ -523,7 +516,7 @@ def mnist_2d(options: Options) -> list[dict[str, Any]]:
     splits = split_validation(train, test, Protocol().val_fraction, seed=0)
     rows, features = [], {}
     for name in names:
-        variant, reading = name.split("-")[0], name[len(name.split("-")[0]) :]
+        variant, _, reading = name.partition("-")
         protocol = Protocol(**{**_E1, "lr": 0.1, **MNIST_2D_READINGS[reading],
                                **({"epochs": 1} if options.quick else {}),
                                **({"epochs": options.epochs} if options.epochs else {})})  # fmt: skip
@@ -551,10 +544,10 @@ def mnist_2d(options: Options) -> list[dict[str, Any]]:
             f"Fig. 4{' (demo reading)' if reading else ''}: 'the Bregman MLP ... yields a more "
             "compact clustering of the data points of the same label': lower compactness (mean "
             "distance to the class centroid / mean distance between centroids, test images)",
-            lambda r=reading: by[(f"bregman{r}",)]["compactness"]
-            < by[(f"standard{r}",)]["compactness"],
+            lambda r=reading: by[(f"bregman-{r}" if r else "bregman",)]["compactness"]
+            < by[(f"standard-{r}" if r else "standard",)]["compactness"],
         ))  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         from bregnn.plotting import plot_embedding_2d, plot_mean_curves
 
         labelled = {f"{n} (train {by[(n,)]['train %']:.1f}%, test {by[(n,)]['test %']:.1f}%)": z
@@ -677,7 +670,7 @@ def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
         and all(by[(v, "identity")]["final train loss"] < by[(v, "random")]["final train loss"]
                 for v in fig5.variants),
     ))  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         from bregnn.plotting import plot_mean_curves
 
         panels = {
@@ -708,7 +701,7 @@ def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
         lambda: all(by6[("bregman", top)]["train %"] > by6[(v, top)]["train %"]
                     for v in sweep.variants if v != "bregman"),
     ))  # fmt: skip
-    if _figures_ok():
+    if figures_or_note("reproduce figures"):
         from bregnn.plotting import plot_lr_sweep
 
         plot_lr_sweep(out6.rows, options.out / "lr-sweep.png", "train",
@@ -739,7 +732,7 @@ def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
         lambda: float(steps["bregman"][-1]) < 0.01 * float(steps["bregman"].max())
         and all(float(steps[v][-1]) >= 0.01 * float(steps[v].max()) for v in steps if v != "bregman"),
     ))  # fmt: skip
-    if _figures_ok() and steps:
+    if figures_or_note("reproduce figures") and steps:
         from bregnn.plotting import plot_layer_diagnostics
 
         plot_layer_diagnostics(diags, options.out / "layer-norms-L50.png",

@@ -46,10 +46,11 @@ from torch import nn
 
 from bregnn.data import load_vectors
 from bregnn.data.centering import center
-from bregnn.experiments.lifted_tables import Run, _figures_ok, last_row, run_all
+from bregnn.experiments.lifted_tables import Run, last_row, run_all
 from bregnn.experiments.reproduce import Options, register
 from bregnn.lifted import LiftedNetwork
 from bregnn.lifted.autoencoder import plot_curves
+from bregnn.plotting import figures_or_note
 
 __all__ = ["CNN_METHODS", "fashion_cnn", "lifted_cnn"]
 
@@ -128,15 +129,15 @@ def cnn_fashion_mnist(options: Options) -> list[dict[str, Any]]:
                 "layers": _layers_text(res.network),
                 "epochs": int(last["epoch"]),
                 "diverged": diverged,
-                "train %": 100 * last.get("train_accuracy", math.nan),
-                "test %": 100 * last.get("test_accuracy", math.nan),
+                "train %": 100 * last["train_accuracy"],
+                "test %": 100 * last["test_accuracy"],
                 "linear units %": " / ".join(f"{v:.1f}" for v in linear),
                 "s per epoch": sum(times) / len(times) if times else math.nan,
                 "train s": sum(times),
             }
         )
     rows += _target(rows)
-    if results and _figures_ok():
+    if results and figures_or_note("reproduce figures"):
         plot_curves(
             {name: r.history for name, r in results.items()}, options.out / "curves.png",
             ("train_accuracy", "test_accuracy", "batch_energy"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from bregnn.lifted.autoencoder import (
     sparse_autoencoder,
     undercomplete_autoencoder,
 )
+from bregnn.plotting import figures_or_note
 
 __all__ = ["Diverged", "Run", "last_row", "plot_linear_units", "run_all"]
 
@@ -97,9 +99,10 @@ def run_all(
 
 
 def last_row(result: Any) -> tuple[dict[str, float], str | None]:
-    """The last epoch's row of a run (``{"epoch": 0}`` when it diverged in its first epoch)
-    and, for a run that diverged, ``"in epoch N"`` (``None`` for a run that finished)."""
-    last = result.history[-1] if result.history else {"epoch": 0}
+    """The last epoch's row of a run, NaN for a metric it lacks (a run that diverged in its
+    first epoch has only ``epoch`` 0), and, for a run that diverged, ``"in epoch N"``
+    (``None`` for a run that finished)."""
+    last = defaultdict(lambda: math.nan, result.history[-1] if result.history else {"epoch": 0})
     diverged = isinstance(result, Diverged)
     return last, f"in epoch {int(last['epoch']) + 1}" if diverged else None
 
@@ -110,15 +113,6 @@ def _finished(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def _chosen(options: Options, names: Sequence[str]) -> list[str]:
     return [n for n in names if options.methods is None or n in options.methods]
-
-
-def _figures_ok() -> bool:
-    from bregnn.plotting import figures_available, skip_figures_note
-
-    if figures_available():
-        return True
-    skip_figures_note("reproduce")
-    return False
 
 
 # -- classification: Table 1 and Table 2 -----------------------------------------------------------
@@ -181,8 +175,8 @@ def _classify(dataset: str, options: Options) -> list[dict[str, Any]]:
                 "layers": "-".join(map(str, res.network.sizes)),
                 "epochs": int(last["epoch"]),
                 "diverged": diverged,
-                "train %": 100 * last.get("train_accuracy", math.nan),
-                "test %": 100 * last.get("test_accuracy", math.nan),
+                "train %": 100 * last["train_accuracy"],
+                "test %": 100 * last["test_accuracy"],
                 "paper train %": ref[0] if ref else None,
                 "paper test %": ref[1] if ref else None,
                 "linear units %": " / ".join(f"{v:.1f}" for v in linear),
@@ -190,7 +184,7 @@ def _classify(dataset: str, options: Options) -> list[dict[str, Any]]:
                 "train s": sum(r["epoch_time_s"] for r in res.history),
             }
         )
-    if _figures_ok() and results:
+    if figures_or_note("reproduce figures") and results:
         histories = {name: r.history for name, r in results.items()}
         plot_curves(
             histories, options.out / "curves.png", ("train_accuracy", "test_accuracy", "batch_energy"),
@@ -297,16 +291,16 @@ def _ae(options: Options, setup: AESetup, methods: dict[str, tuple], title: str)
                 "method": spec.method,
                 "epochs": int(last["epoch"]),
                 "diverged": diverged,
-                "train objective": last.get("train_objective", math.nan),
-                "train loss": last.get("train_loss", math.nan),
-                "val loss": last.get("val_loss", math.nan),
+                "train objective": last["train_objective"],
+                "train loss": last["train_loss"],
+                "val loss": last["val_loss"],
                 "best val loss": best["val_loss"],
                 "best val epoch": int(best["epoch"]),
-                "code sparsity %": last.get("train_sparsity", math.nan),
+                "code sparsity %": last["train_sparsity"],
                 "train s": sum(r["epoch_time_s"] for r in hist),
             }
         )
-    if _figures_ok() and results:
+    if figures_or_note("reproduce figures") and results:
         histories = {n: r.history for n, r in results.items()}
         plot_curves(
             histories, options.out / "curves.png", ("train_objective", "val_loss", "train_sparsity"),
@@ -342,8 +336,8 @@ def _claims(rows: list[dict[str, Any]], checks: Sequence[tuple[str, Callable[[di
 
 # Section 6.2 (MNIST-1K): "alpha = 0.09", "|B_k| = 20 and step-size tau_k = 1", "N = 15",
 # LBN-D: "tau^k = 0 and |B_k| = s" (Algorithm 1: X from the forward pass at every epoch; the
-# run lbn-d-keep-x keeps X across epochs instead), "4e-2 and 3e-2 work optimal for GD-BP and SGD-BP",
-# "100 epochs". GD-BP (equation 3) takes one full gradient step per epoch.
+# run lbn-d-keep-x keeps X across epochs instead), "4e-2 and 3e-2 work optimal for GD-BP and
+# SGD-BP", "100 epochs". GD-BP (equation 3) takes one full gradient step per epoch.
 _MNIST1K = {
     "lbn-s": ("lbn-s", {"batch_size": 20, "tau": 1.0, "inner_iters": 15, **_STEP}, 0, "sparse"),
     "lbn-d": ("lbn-d", {"inner_iters": 15, "step_scale": 1.99}, 0, "sparse"),

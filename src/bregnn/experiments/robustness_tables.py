@@ -53,7 +53,7 @@ from typing import Any
 from bregnn.data import dataset_spec
 from bregnn.data.cifar import CIFAR_FILES
 from bregnn.experiments.reproduce import Options, register
-from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.plotting import figures_or_note
 from bregnn.runs import CONFIG_FILE, atomic_write_text
 
 __all__ = ["CIFAR10_TABLE3", "CIFAR100_TABLE4", "FASHION_FFNN", "ImageRun", "run_image"]
@@ -116,8 +116,7 @@ def _claim(text: str, check, quick: bool) -> dict[str, Any]:
 def _figures(options: Options, rows: Sequence[dict[str, Any]], keys: Mapping[str, str], title: str):
     """``curves.png`` (training loss and test accuracy per epoch of every run) and
     ``robustness.png`` (grouped bars of the accuracies ``keys``: column -> legend)."""
-    if not figures_available():
-        skip_figures_note("reproduce figures")
+    if not figures_or_note("reproduce figures"):
         return
     from bregnn.plotting import pyplot
 
