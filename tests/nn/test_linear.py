@@ -11,7 +11,7 @@ from bregnn import functional as F
 from bregnn.activations import activation, available_activations
 from bregnn.checks import domain_samples
 from bregnn.models import MLP
-from bregnn.nn import BregmanLinear, SimplexRows
+from bregnn.nn import BregmanLinear, SimplexRows, mixing_zero_share
 
 INVERTIBLE = available_activations(invertible=True)
 
@@ -305,6 +305,8 @@ def test_fit_keeps_projected_rows_on_the_simplex_with_exact_zeros() -> None:
     final = [layer.mixing.detach() for layer in model.layers]
     assert all((f - s).abs().max() > 1e-3 for f, s in zip(final, start))  # M trains
     assert all((f == 0).any() for f in final)  # the projection yields exact zeros
+    zeros = sum(int((f == 0).sum()) for f in final) / sum(f.numel() for f in final)
+    assert mixing_zero_share(model) == pytest.approx(zeros) and zeros > 0
 
 
 def test_softmax_mixing_is_unchanged_by_the_projected_option() -> None:
@@ -315,3 +317,6 @@ def test_softmax_mixing_is_unchanged_by_the_projected_option() -> None:
     assert {n for n, _ in a.named_parameters()} == {"weight", "bias", "mixing_logits"}
     assert torch.equal(a.mixing_logits, b.mixing_logits) and not a.projected
     assert (a.mixing > 0).all()  # softmax rows: never an exact zero
+    assert mixing_zero_share(a) == 0.0
+    assert mixing_zero_share(BregmanLinear(4, 4, "tanh")) is None  # square: no M
+    assert mixing_zero_share(MLP(6, [4], 2, "tanh", variant="standard")) is None

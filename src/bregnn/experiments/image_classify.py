@@ -16,8 +16,9 @@ epoch, then ``summary.json`` with the clean top-1 and top-2 test accuracy, FGSM 
 8/255) and PGD (l_2, 0.5) robust accuracies on the test set (or its first
 ``--robust-subset`` images), optionally PGD with ``--pgd-restarts`` random restarts and the
 gradient-free Square Attack (``--square-queries``; l_inf at FGSM's eps and l_2 at PGD's),
-the mean logit margin ``f_(1) - f_(2)`` on the test set and the training seconds (summed
-over resumed segments), ``model.pt`` (the trained ``state_dict``, loadable with
+the mean logit margin ``f_(1) - f_(2)`` on the test set, the training seconds (summed
+over resumed segments) and the share of exact zeros in the mixing matrices ``M``
+(``mixing_zero_share``, ``None`` without one), ``model.pt`` (the trained ``state_dict``, loadable with
 ``torch.load(weights_only=True)``), ``table.md`` (also printed) and the figures
 ``learning-curves.png`` and ``robustness.png`` (skipped with a note without matplotlib).
 
@@ -50,7 +51,7 @@ from bregnn.data import CropFlip, InputScaling, RandomAffine, dataset_spec, load
 from bregnn.distributed import DistContext, barrier, cleanup, init_from_env
 from bregnn.models import IMAGENET_RESNETS, MLP, RESNETS, ConvNet
 from bregnn.models.resnet import STEMS
-from bregnn.nn import MIXINGS
+from bregnn.nn import MIXINGS, mixing_zero_share
 from bregnn.plotting import figures_available, skip_figures_note
 from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
 from bregnn.runs import (
@@ -520,6 +521,8 @@ def _finish(
         "variant": args.variant,
         "activation": repr(resolve_activation(args, recipe)),
         "parameters": sum(p.numel() for p in net.parameters()),
+        "mixing": args.mixing,
+        "mixing_zero_share": mixing_zero_share(net),
         "recipe": recipe.as_dict(),
         "epochs_run": len(history.rows),
         "best_epoch": history.best_epoch,

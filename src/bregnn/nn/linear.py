@@ -233,6 +233,18 @@ def project_constraints_(model: nn.Module) -> int:
     return count
 
 
+@torch.no_grad()
+def mixing_zero_share(model: nn.Module) -> float | None:
+    """The share of exactly-zero entries over every mixing matrix ``M`` of ``model``'s
+    :class:`BregmanLinear` layers, or ``None`` when it has none. Projected mixing (the
+    paper's) produces exact zeros; the softmax parametrisation never does."""
+    mixings = [m.mixing for m in model.modules() if isinstance(m, BregmanLinear) and m.has_mixing]
+    if not mixings:
+        return None
+    zeros = sum(int((m == 0).sum()) for m in mixings)
+    return zeros / sum(m.numel() for m in mixings)
+
+
 def _activation_for(spec: str | Activation, variant: str) -> Activation:
     act = activation(spec)
     if variant == "bregman" and not act.invertible:
