@@ -218,24 +218,40 @@ def robustness_fashion_mnist(options: Options) -> list[dict[str, Any]]:
         "(5 seeds); neither paper reports robustness on Fashion-MNIST.",
         flush=True,
     )
+    rows = _attacked_rows(options, FASHION_FFNN)
+    claims = _fashion_claims(rows, options.quick)
+    return _report(options, rows, claims, "Fashion-MNIST FFNNs: clean and robust accuracy")
+
+
+def _attacked_rows(options: Options, runs: Sequence[ImageRun]) -> list[dict[str, Any]]:
+    """Run the chosen ``runs`` (``commands.txt`` gets their command lines); a row each:
+    clean accuracy (beside the paper's, when it has one), the attacks' accuracies, the logit
+    margin, the share of exact zeros in ``M`` (when the network has one), training seconds."""
     rows, commands = [], []
-    for spec in _chosen(options, FASHION_FFNN):
+    for spec in _chosen(options, runs):
         summary, command = run_image(options, spec)
         row = {"run": spec.name, **spec.labels, "epochs": summary["epochs_run"]}
         row["clean %"] = _pct(summary["test_accuracy"])
-        row["paper clean %"] = spec.paper["clean %"]
+        if "clean %" in spec.paper:
+            row["paper clean %"] = spec.paper["clean %"]
         row.update({column: _pct(summary.get(key)) for column, key in _ATTACK_COLUMNS.items()})
         row["margin"] = summary["mean_logit_margin"]
+        if summary.get("mixing_zero_share") is not None:
+            row["zeros in M %"] = _pct(summary["mixing_zero_share"])
         row["train s"] = summary["train_seconds"]
         rows.append(row)
         commands.append(command)
     _write_commands(options, commands)
-    claims = _fashion_claims(rows, options.quick)
+    return rows
+
+
+def _report(options: Options, rows: list[dict[str, Any]], claims: list[dict[str, Any]], title: str):
+    """Print the claims, draw the figures of the attacked ``rows``; returns the table."""
     for claim in claims:
         print(f"{claim['verdict']}: {claim['claim']}", flush=True)
-    columns = {"clean %": "clean", **{c: c.removesuffix(" %") for c in _ATTACK_COLUMNS}}
     if rows:
-        _figures(options, rows, columns, "Fashion-MNIST FFNNs: clean and robust accuracy")
+        columns = {"clean %": "clean", **{c: c.removesuffix(" %") for c in _ATTACK_COLUMNS}}
+        _figures(options, rows, columns, title)
     return rows + claims
 
 
@@ -292,7 +308,7 @@ MIXING_FFNN3 = tuple(
             mixing,
         ),
         {"network": f"FFNN 3 hidden x {_MIXING_WIDTH}", "mixing": mixing},
-        {"clean %": None},
+        {},
         quick=("--hidden", "32,32,32", *_FASHION_QUICK),
     )
     for mixing in ("projected", "softmax")
@@ -314,17 +330,7 @@ def mixing_fashion_mnist(options: Options) -> list[dict[str, Any]]:
         "protocol, one seed.",
         flush=True,
     )
-    rows, commands = [], []
-    for spec in _chosen(options, MIXING_FFNN3):
-        summary, command = run_image(options, spec)
-        row = {"run": spec.name, **spec.labels, "epochs": summary["epochs_run"]}
-        row["clean %"] = _pct(summary["test_accuracy"])
-        row.update({column: _pct(summary.get(key)) for column, key in _ATTACK_COLUMNS.items()})
-        row["zeros in M %"] = _pct(summary["mixing_zero_share"])
-        row["train s"] = summary["train_seconds"]
-        rows.append(row)
-        commands.append(command)
-    _write_commands(options, commands)
+    rows = _attacked_rows(options, MIXING_FFNN3)
     by = {r["mixing"]: r for r in rows}
     claims = [
         _claim(
@@ -339,17 +345,8 @@ def mixing_fashion_mnist(options: Options) -> list[dict[str, Any]]:
             options.quick,
         ),
     ]
-    for claim in claims:
-        print(f"{claim['verdict']}: {claim['claim']}", flush=True)
-    if rows:
-        columns = {"clean %": "clean", **{c: c.removesuffix(" %") for c in _ATTACK_COLUMNS}}
-        _figures(
-            options,
-            rows,
-            columns,
-            f"Fashion-MNIST FFNN-3 x {_MIXING_WIDTH}: M projected vs softmax",
-        )
-    return rows + claims
+    title = f"Fashion-MNIST FFNN-3 x {_MIXING_WIDTH}: M projected vs softmax"
+    return _report(options, rows, claims, title)
 
 
 def _quote(word: str) -> str:
