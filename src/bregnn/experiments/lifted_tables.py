@@ -458,6 +458,9 @@ _F10K_LONG = {
 del _F10K_LONG["sgd-bp"]
 
 
+_LOSSES = ("train loss", "val loss")
+
+
 @register(
     "denoising-ae-fashion-10k-long",
     "Wang & Benning, Figure 8 (SGD-BP for 1500 epochs; undercomplete 70-unit autoencoders)",
@@ -469,11 +472,18 @@ def denoising_fashion_10k_long(options: Options) -> list[dict[str, Any]]:
     return _claims(
         rows,
         [
-            ("after 1500 epochs SGD-BP matches ISGD-BP (within 5% in validation loss)",
-             lambda b: abs(b["sgd-bp-1500"]["val loss"] - b["isgd-bp"]["val loss"]) <= 0.05 * b["isgd-bp"]["val loss"]),
-            ("after 1500 epochs SGD-BP does not reach LBN's validation loss",
-             lambda b: b["sgd-bp-1500"]["val loss"] > b["lbn-s"]["val loss"]),
-            ("the sparse autoencoder (LBN) beats the undercomplete one (LBN) in validation loss",
-             lambda b: b["lbn-s"]["val loss"] < b["uae-lbn-s"]["val loss"]),
+            # Sec. 6.3: "the SGD-BP approach matches training and validation errors of
+            # ISGD-BP, but falls short of achieving training and validation values as low as
+            # those obtained with LBN"
+            ("after 1500 epochs SGD-BP matches ISGD-BP: training and validation loss within 5%",
+             lambda b: all(abs(b["sgd-bp-1500"][k] - b["isgd-bp"][k]) <= 0.05 * b["isgd-bp"][k]
+                           for k in _LOSSES)),
+            ("after 1500 epochs SGD-BP's training and validation loss stay above LBN's",
+             lambda b: all(b["sgd-bp-1500"][k] > b["lbn-s"][k] for k in _LOSSES)),
+            # "after 50 epochs the sparse denoising autoencoder achieves lower training and
+            # validation errors compared to the UAE approach"
+            ("after 50 epochs the sparse autoencoder has lower training and validation loss "
+             "than the undercomplete one (both trained by LBN)",
+             lambda b: all(b["lbn-s"][k] < b["uae-lbn-s"][k] for k in _LOSSES)),
         ],
     )  # fmt: skip
