@@ -122,6 +122,28 @@ def test_project_simplex_is_the_euclidean_projection() -> None:
     assert torch.allclose(F.project_simplex(v.T, dim=0), u.T)
 
 
+def _project_simplex_by_sorting(v: torch.Tensor) -> torch.Tensor:
+    """The sort-based projection (Held et al.; Duchi et al. 2008), last dimension."""
+    n = v.shape[-1]
+    sorted_v = torch.sort(v, dim=-1, descending=True).values
+    cumsum = sorted_v.cumsum(-1) - 1
+    ks = torch.arange(1, n + 1, dtype=v.dtype)
+    k = (sorted_v - cumsum / ks > 0).to(v.dtype).cumsum(-1).argmax(-1, keepdim=True)
+    return torch.clamp(v - cumsum.gather(-1, k) / (k + 1).to(v.dtype), min=0)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+def test_project_simplex_equals_the_sort_based_projection(scale) -> None:
+    gen = torch.Generator().manual_seed(1)
+    v = scale * torch.randn(64, 300, generator=gen, dtype=torch.float64)
+    near = F.project_simplex(torch.rand(64, 300, generator=gen, dtype=torch.float64) - 0.5)
+    near = near + 1e-3 * torch.randn(64, 300, generator=gen, dtype=torch.float64)
+    ties = torch.randint(-2, 3, (64, 300), generator=gen).double()  # many equal entries
+    for w in (v, near, ties, torch.zeros(3, 5, dtype=torch.float64), v[:, :1]):
+        torch.testing.assert_close(F.project_simplex(w), _project_simplex_by_sorting(w),
+                                   rtol=0, atol=1e-12)  # fmt: skip
+
+
 def test_torch_save_and_state_dict_round_trips_give_identical_outputs() -> None:
     torch.manual_seed(0)
     model = MLP(5, [7, 7, 3], 2, activation="softplus", variant="bregman")
