@@ -60,6 +60,24 @@ def test_list_and_errors(capsys):
     )
 
 
+def test_seeds_shortens_the_seeded_entries_and_is_refused_elsewhere(tmp_path, capsys):
+    out = tmp_path / "spirals"
+    argv = ["reproduce", "two-spiral-100x2", "--quick", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--seeds", "2"]) == 0
+    capsys.readouterr()
+    rows = json.loads((out / "summary.json").read_text())["runs"]
+    runs = [r for r in rows if r["run"] != "claim"]
+    assert runs and all(r["seeds"] == 2 for r in runs)  # the quick form's 1, overridden
+    assert all((out / r["run"] / "seed1" / "metrics.csv").exists() for r in runs)
+    assert exit_code([*argv, "--resume"]) == 2  # resuming with other seeds would mix runs
+    assert "seeds" in capsys.readouterr().err
+    assert exit_code(["reproduce", "sparse-ae-mnist-1k", "--seeds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seeds applies to ['two-spiral-3x2'" in err
+    assert exit_code(["reproduce", "two-spiral-3x2", "--seeds", "0"]) == 2
+    assert "--seeds must be positive; got 0" in capsys.readouterr().err
+
+
 def test_centering_readings():
     g = torch.Generator().manual_seed(0)
     train, test = torch.rand(50, 6, generator=g), torch.rand(20, 6, generator=g)

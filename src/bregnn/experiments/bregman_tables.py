@@ -71,10 +71,13 @@ SEB = ("standard", "euclidean", "bregman")
 
 # -- shared helpers ------------------------------------------------------------------------------
 def _settings(options: Options, settings: dict[str, Any], quick: Mapping[str, Any]):
-    """``settings`` with the ``--quick`` values, ``--epochs`` and ``--methods`` applied."""
+    """``settings`` with the ``--quick`` values, ``--epochs``, ``--seeds`` and ``--methods``
+    applied."""
     settings = {**settings, **(quick if options.quick else {})}
     if options.epochs is not None:
         settings["epochs"] = options.epochs
+    if options.seeds is not None:
+        settings["seeds"] = options.seeds
     if options.methods is not None:
         settings["variants"] = tuple(v for v in settings["variants"] if v in options.methods)
     return settings
@@ -165,6 +168,7 @@ TRAIN_3X2 = {"standard": 93.50, "bregman": 99.99}
     "two-spiral-3x2",
     "Frecon et al. 2022, Table 5 and Figures 1-2 (two spirals, 3 hidden layers x 2 neurons)",
     BS,
+    seeded=True,
 )
 def two_spiral_3x2(options: Options) -> list[dict[str, Any]]:
     grid = _grid(
@@ -239,6 +243,7 @@ TABLE6 = {  # Table 6: test accuracy (%), mean (std); the lr = 0.01 column is Ta
     "two-spiral-100x2",
     "Frecon et al. 2022, Tables 2 and 6 and Figure 3 (two spirals, 100 hidden layers x 2 neurons)",
     BS,
+    seeded=True,
 )
 def two_spiral_100x2(options: Options) -> list[dict[str, Any]]:
     grid = _grid(
@@ -392,6 +397,7 @@ _E1 = {"batch_size": 100, "momentum": 0.0, "epochs": 1000, "lr_end_factor": 1e-3
     "mnist-depth",
     "Frecon et al. 2022, Figure 5 and Appendix E.1 (MNIST MLPs, depth 2 / 9; here the 8k/2k subset)",
     BS,
+    seeded=True,
 )
 def mnist_depth(options: Options) -> list[dict[str, Any]]:
     study = _study(
@@ -432,6 +438,7 @@ def mnist_depth(options: Options) -> list[dict[str, Any]]:
     "Frecon et al. 2022, Figure 7 and Appendix E.2 (MNIST, not two spirals: sigmoid MLPs of "
     "1 / 2 / 4 / 8 layers x 2-32 neurons; here the 8k/2k subset)",
     BS,
+    seeded=True,
 )
 def depth_width(options: Options) -> list[dict[str, Any]]:
     study = _study(
@@ -592,6 +599,8 @@ def _cnn_rows(options: Options, dataset: str, quick: dict[str, Any]) -> list[dic
     if options.epochs is not None:
         settings["epochs"] = options.epochs
     seeds = settings.pop("seeds", 5)
+    if options.seeds is not None:
+        seeds = options.seeds
     train_limit = settings.pop("train_limit", None)
     protocol = Protocol(**settings)
     variants = [v for v in SEB if options.methods is None or v in options.methods]
@@ -746,6 +755,7 @@ def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
     "Frecon et al., Bilevel Learning of Deep Representations (preprint): Table 2 (MNIST here "
     "the 8k/2k subset, Fashion-MNIST, CIFAR-10) and Figures 5-6 (two spirals)",
     SEB,
+    seeded=True,
 )
 def preprint_table2(options: Options) -> list[dict[str, Any]]:
     print(f"Preprint Table 2: sigmoid networks, SGD batch 16, lr 0.1, at most 100 epochs, "

@@ -52,30 +52,41 @@ class Options:
     overwrite: bool
     progress: bool
     device: str = "cpu"
+    seeds: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Reproduction:
     """A named reproduction: ``paper`` (the reference), ``methods`` (what ``--methods``
     chooses from), ``run(options) -> rows``; ``any_device``: it trains on
-    ``options.device`` (the lifted entries), else on the CPU only."""
+    ``options.device`` (the lifted entries), else on the CPU only; ``seeded``: it averages
+    every configuration over seeds, and ``--seeds`` changes how many."""
 
     name: str
     paper: str
     methods: tuple[str, ...]
     run: Callable[[Options], list[dict[str, Any]]]
     any_device: bool = False
+    seeded: bool = False
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 
 
-def register(name: str, paper: str, methods: Sequence[str], *, any_device: bool = False):
+def register(
+    name: str,
+    paper: str,
+    methods: Sequence[str],
+    *,
+    any_device: bool = False,
+    seeded: bool = False,
+):
     """Decorator: register ``run`` as the reproduction ``name`` (``any_device``: it honours
-    ``--device``)."""
+    ``--device``; ``seeded``: it honours ``--seeds``)."""
 
     def decorator(run: Callable[[Options], list[dict[str, Any]]]):
-        REPRODUCTIONS.register(name, Reproduction(name, paper, tuple(methods), run, any_device))
+        entry = Reproduction(name, paper, tuple(methods), run, any_device, seeded)
+        REPRODUCTIONS.register(name, entry)
         return run
 
     return decorator
@@ -91,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--list", action="store_true", help="list every reproduction")
     parser.add_argument("--methods", nargs="+", default=None, help="a subset of its methods")
     parser.add_argument("--epochs", type=int, default=None, help="shorten (or lengthen) every run")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="seeds per configuration, for the entries that average over "
+                             "seeds (default: the paper's)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a tiny version (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="default: runs/reproduce/NAME")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $BREGNN_DATA")
@@ -116,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.epochs is not None and args.epochs <= 0:
         raise ValueError(f"--epochs must be positive; got {args.epochs}")
+    if args.seeds is not None and args.seeds <= 0:
+        raise ValueError(f"--seeds must be positive; got {args.seeds}")
+    if args.seeds is not None and not entry.seeded:
+        on = [n for n, e in REPRODUCTIONS.items() if e.seeded]
+        raise ValueError(f"{entry.name} runs one seed per configuration; --seeds applies to {on}")
     device = pick_device(args.device)
     if device.type != "cpu" and not entry.any_device:
         on = [n for n, e in REPRODUCTIONS.items() if e.any_device]
@@ -129,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         "quick": args.quick,
         "epochs": args.epochs,
         "device": str(device),
+        **({"seeds": args.seeds} if args.seeds is not None else {}),
     }
     prepare_run(
         out,
@@ -147,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         device=str(device),
+        seeds=args.seeds,
     )
     rows = entry.run(options)
     write_json(
