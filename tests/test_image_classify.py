@@ -234,6 +234,7 @@ def test_extra_attacks_and_projected_mixing_reach_the_summary(tmp_path, capsys):
     for key in ("pgd_restarts_accuracy", "square_linf_accuracy", "square_l2_accuracy"):
         assert 0 <= summary[key] <= 1
     assert summary["pgd_restarts"] == 2 and summary["square_queries"] == 4
+    assert summary["pgd_restarts_accuracy"] <= summary["pgd_accuracy"]  # the plain run is one
     printed = capsys.readouterr().out
     assert "PGD restarts acc (%)" in printed and "Square l_2 acc (%)" in printed
     assert "top-2 acc (%)" in printed

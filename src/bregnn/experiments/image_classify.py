@@ -14,7 +14,8 @@ included: :func:`bregnn.runs.prepare_run` refuses a ``--resume`` that changes an
 but the mutable ones, :data:`RESUMABLE`), ``metrics.csv`` and ``checkpoint.pt`` every
 epoch, then ``summary.json`` with the clean top-1 and top-2 test accuracy, FGSM (l_inf,
 8/255) and PGD (l_2, 0.5) robust accuracies on the test set (or its first
-``--robust-subset`` images), optionally PGD with ``--pgd-restarts`` random restarts and the
+``--robust-subset`` images), optionally PGD with ``--pgd-restarts`` random restarts (on top
+of the plain run, so never above PGD's accuracy) and the
 gradient-free Square Attack (``--square-queries``; l_inf at FGSM's eps and l_2 at PGD's),
 the mean logit margin ``f_(1) - f_(2)`` on the test set, the training seconds (summed
 over resumed segments) and the share of exact zeros in the mixing matrices ``M``
@@ -291,8 +292,9 @@ def robustness(
     seed: int = 0,
 ) -> dict[str, float]:
     """FGSM (l_inf) and PGD (l_2) robust accuracy of ``model`` on pixel-space ``x`` (the
-    paper's attacks, Sec. 5.2.1); with ``pgd_restarts > 0`` also PGD from that many random
-    starts (worst case per sample, the generator seeded with ``seed``), with
+    paper's attacks, Sec. 5.2.1); with ``pgd_restarts > 0`` also PGD run from the clean input
+    and from that many random starts, the worst case per sample kept (the generator seeded
+    with ``seed``): its accuracy is never above the plain PGD's, which is its first run; with
     ``square_queries > 0`` the Square Attack in l_inf (``fgsm_eps``) and in l_2
     (``pgd_eps``) with that query budget (seed ``seed``)."""
     from bregnn.attacks import FGSM, PGDL2, Square, robust_accuracy
@@ -305,7 +307,7 @@ def robustness(
         "pgd_accuracy": robust_accuracy(model, x, y, PGDL2(pgd_eps, pgd_steps), batch_size),
     }
     if pgd_restarts > 0:
-        attack = PGDL2(pgd_eps, pgd_steps, random_start=True, restarts=pgd_restarts)
+        attack = PGDL2(pgd_eps, pgd_steps, restarts=1 + pgd_restarts)
         generator = torch.Generator().manual_seed(seed)
         result["pgd_restarts"] = pgd_restarts
         result["pgd_restarts_accuracy"] = robust_accuracy(
@@ -406,7 +408,8 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
                         help="attack only the first N test images (0: skip the attacks)")  # fmt: skip
     parser.add_argument("--pgd-steps", type=int, default=20)
     parser.add_argument("--pgd-restarts", type=int, default=0, metavar="R",
-                        help="also PGD from R random starts, worst case kept (0: skip)")  # fmt: skip
+                        help="also PGD from the clean input and R random starts, worst case "
+                             "kept (0: skip)")  # fmt: skip
     parser.add_argument("--square-queries", type=int, default=0, metavar="Q",
                         help="also the Square Attack (l_inf, l_2) with Q queries (0: skip)")  # fmt: skip
     parser.add_argument("--distributed", action="store_true",
