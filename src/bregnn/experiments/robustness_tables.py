@@ -155,9 +155,10 @@ def _figures(options: Options, rows: Sequence[dict[str, Any]], keys: Mapping[str
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
     ax.set_xticklabels([row["run"] for row in rows], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 125)  # room above 100% for the legend, clear of the bars
+    ax.set_yticks(range(0, 101, 20))
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=len(keys), loc="upper center")
     ax.set_title(title, fontsize=10)
     fig.savefig(options.out / "robustness.png", dpi=90)
     plt.close(fig)
