@@ -283,7 +283,7 @@ def test_cli_bad_arguments_exit_with_message(tmp_path, capsys, argv, message):
 
 
 def test_missing_matplotlib_skips_the_figures(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ts, "figures_available", lambda: False)
+    monkeypatch.setattr(bregnn.plotting, "figures_available", lambda: False)
     monkeypatch.setattr(bregnn.plotting, "_noted", set())  # the note prints once per process
     outcome = ts.run_grid(tiny_grid(tmp_path, figures=True, seeds=1), echo=False)
     assert outcome.figures == [] and not (tmp_path / "grid" / "figures").exists()

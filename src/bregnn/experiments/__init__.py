@@ -11,6 +11,6 @@ A module here is a ``bregnn`` sub-command when it defines:
 
 Every command stores its full resolved settings with :func:`bregnn.runs.prepare_run`
 (which refuses to reuse a run directory silently), checks
-:func:`bregnn.plotting.figures_available` before drawing, and ends with a printed table.
+:func:`bregnn.plotting.figures_or_note` before drawing, and ends with a printed table.
 ``--overwrite`` and ``--threads`` are added by :mod:`bregnn.cli` to every command.
 """

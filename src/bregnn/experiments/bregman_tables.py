@@ -595,15 +595,10 @@ def _cnn_rows(options: Options, dataset: str, quick: dict[str, Any]) -> list[dic
     sigmoid + 2x2 max-pool blocks, 32 and 64 channels: the preprint's architecture is in a
     supplement we do not have, so this trunk is ours) whose fully connected part is one
     hidden layer as wide as its input ("L hidden layers with d neurons each")."""
-    settings = {**_PREPRINT, **quick}
-    if options.epochs is not None:
-        settings["epochs"] = options.epochs
-    seeds = settings.pop("seeds", 5)
-    if options.seeds is not None:
-        seeds = options.seeds
+    settings = _settings(options, {**_PREPRINT, "seeds": 5, "variants": SEB}, quick)
+    seeds, variants = settings.pop("seeds"), settings.pop("variants")
     train_limit = settings.pop("train_limit", None)
     protocol = Protocol(**settings)
-    variants = [v for v in SEB if options.methods is None or v in options.methods]
     spec = dataset_spec(dataset)
     train, test = load_images(dataset, options.data_dir, train_limit)
     if train_limit is not None:

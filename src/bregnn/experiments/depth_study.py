@@ -67,7 +67,7 @@ from bregnn.experiments.image_classify import ToUnit, ToUnitAugment
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
 from bregnn.nn import INITS
-from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.plotting import figures_or_note
 from bregnn.runs import (
     MUTABLE_KEYS,
     accumulated_seconds,
@@ -499,9 +499,7 @@ def run_study(study: DepthStudy, echo: bool = True) -> StudyOutcome:
         {"settings": asdict(study), "rows": rows, "runs": public}, study.out / "results.json"
     )
     figures = []
-    if study.figures and not figures_available():
-        skip_figures_note()
-    elif study.figures:
+    if study.figures and figures_or_note():
         from bregnn.plotting import plot_depth_panels
 
         lrs = ", ".join(f"{a} {study.protocol(a).lr:g}" for a in study.activations)

@@ -53,7 +53,7 @@ from bregnn.distributed import DistContext, barrier, cleanup, init_from_env
 from bregnn.models import IMAGENET_RESNETS, MLP, RESNETS, ConvNet
 from bregnn.models.resnet import STEMS
 from bregnn.nn import MIXINGS, mixing_zero_share
-from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.plotting import figures_or_note
 from bregnn.recipes import Recipe, available_recipes, get_recipe, milestones_arg
 from bregnn.runs import (
     MUTABLE_KEYS,
@@ -586,8 +586,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def _figures(history: History, summary: dict[str, Any], args: argparse.Namespace) -> list[Path]:
     """Learning curves and (when the attacks ran) the robustness bar chart."""
-    if not figures_available():
-        skip_figures_note()
+    if not figures_or_note():
         return []
     from bregnn.plotting import plot_learning_curves, plot_robustness
 

@@ -260,12 +260,10 @@ def _run(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
             f"code sparsity {last['train_sparsity']:.2f}%"
         )
     if ctx.is_main and not args.no_figures:
-        from bregnn.plotting import figures_available, skip_figures_note
+        from bregnn.plotting import figures_or_note
 
-        if figures_available():
+        if figures_or_note(NAME):
             make_figures(out, data, args)
-        else:
-            skip_figures_note(NAME)
     distributed.barrier(ctx)
     return 0
 

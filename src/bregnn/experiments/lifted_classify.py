@@ -28,7 +28,7 @@ from bregnn.experiments.reproduce import format_table
 from bregnn.lifted import LiftedNetwork, fit
 from bregnn.lifted.autoencoder import plot_curves
 from bregnn.lifted.solvers import SOLVERS
-from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.plotting import figures_or_note
 from bregnn.utils import add_device_argument, default_data_dir, pick_device
 
 __all__ = ["DATASETS", "HELP", "NAME", "add_arguments", "run"]
@@ -129,14 +129,12 @@ def _run(args: argparse.Namespace, ctx: distributed.DistContext | None = None) -
         return 0
     last = result.history[-1]
     linear = [100 * v for k, v in last.items() if k.startswith("train_linear_")]
-    if figures_available():
+    if figures_or_note(NAME):
         plot_curves(
             {args.method: result.history}, out / "curves.png",
             ("train_accuracy", "test_accuracy", "batch_energy"), f"{args.dataset}: {args.method}",
         )  # fmt: skip
         plot_linear_units({args.method: linear}, out / "linear_units.png")
-    else:
-        skip_figures_note(NAME)
     row = {
         "method": args.method,
         "layers": "-".join(map(str, network.sizes)),

@@ -54,7 +54,7 @@ from bregnn.experiments._summary import csv_text, markdown_table, read_metrics, 
 from bregnn.functional import VARIANTS
 from bregnn.models import MLP
 from bregnn.nn import INITS
-from bregnn.plotting import figures_available, skip_figures_note
+from bregnn.plotting import figures_or_note
 from bregnn.runs import (
     MUTABLE_KEYS,
     accumulated_seconds,
@@ -337,9 +337,7 @@ def run_grid(grid: SpiralGrid, echo: bool = True) -> GridOutcome:
         grid.out / "results.json",
     )
     figures: list[Path] = []
-    if grid.figures and not figures_available():
-        skip_figures_note()
-    elif grid.figures:
+    if grid.figures and figures_or_note():
         figures = _make_figures(grid, rows, datasets)
     return GridOutcome(rows, runs, table, figures)
 
