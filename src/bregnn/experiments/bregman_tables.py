@@ -642,9 +642,17 @@ def _table2_row(options, path: Path, dataset: str, network: str, r: dict[str, An
     }  # fmt: skip
 
 
-def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
+@register(
+    "preprint-spirals",
+    "Frecon et al., Bilevel Learning of Deep Representations (preprint): Figures 5-6 (two "
+    "spirals: loss curves, learning-rate sweep, layer norms at L = 50)",
+    SEB,
+    seeded=True,
+)
+def preprint_spirals(options: Options) -> list[dict[str, Any]]:
     """Figures 5 and 6 of the preprint (two spirals, atan, "3 layers ... and 2 neurons per
-    layer, followed by a linear layer")."""
+    layer, followed by a linear layer"), cheapest grid first: Figure 5, Figure 6 right
+    (L = 50), Figure 6 left (10^4 epochs per run)."""
     rows: list[dict[str, Any]] = []
     # Fig. 5: "batch-size is set to 10, the learning rate to 0.1 and the number of epochs to
     # 1000", "averaged over 10 realizations"; left "random weights", right "deterministic and
@@ -689,33 +697,6 @@ def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
         plot_mean_curves(panels, options.out / "curves.png", "train_loss", "training loss",
                          f"preprint Fig. 5: mean +- std over {fig5.seeds} seeds", log_y=True)  # fmt: skip
 
-    # Fig. 6 left: "various learning rates while the batch-size is set to 10 and number of
-    # epochs to 10^4"; the rates are not given: the coarse grid 10^-4 ... 10^0 of the ICML
-    # paper (Sec. 5.1.1); realizations not given: Figure 5's 10
-    sweep = _grid(
-        options, "fig6-lr-sweep",
-        quick={"epochs": 2, "seeds": 1, "n_points": 100, "lrs": (0.01, 1.0)},
-        activations=("atan",), variants=SEB, inits=("random",),
-        lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), layers=3, width=2, batch_size=10, momentum=0.0,
-        epochs=10_000, seeds=10,
-    )  # fmt: skip
-    out6 = run_grid(sweep)
-    sweep_rows, _ = _spiral_rows(options, sweep, out6, lambda r: None)
-    rows += sweep_rows
-    by6 = _by(sweep_rows, "variant", "lr")
-    top = max(sweep.lrs)
-    rows.append(_claim(
-        "Fig. 6 (left): 'the Bregman variant yields better training accuracy with a higher "
-        f"learning rate': at lr {top:g} Bregman's training accuracy is above the other two's",
-        lambda: all(by6[("bregman", top)]["train %"] > by6[(v, top)]["train %"]
-                    for v in sweep.variants if v != "bregman"),
-    ))  # fmt: skip
-    if figures_or_note("reproduce figures"):
-        from bregnn.plotting import plot_lr_sweep
-
-        plot_lr_sweep(out6.rows, options.out / "lr-sweep.png", "train",
-                      f"preprint Fig. 6 (left): 3 x 2 atan, {sweep.epochs} epochs, batch 10")  # fmt: skip
-
     # Fig. 6 right: "setting L = 50", the same network and optimiser otherwise (random
     # init, "In practice the weights and biases are initialized randomly"); realizations: 10
     deep = _grid(
@@ -747,13 +728,40 @@ def _preprint_spirals(options: Options) -> list[dict[str, Any]]:
         plot_layer_diagnostics(diags, options.out / "layer-norms-L50.png",
                                f"preprint Fig. 6 (right): {deep.layers} layers, mean over "
                                f"{deep.seeds} seeds")  # fmt: skip
+
+    # Fig. 6 left: "various learning rates while the batch-size is set to 10 and number of
+    # epochs to 10^4"; the rates are not given: the coarse grid 10^-4 ... 10^0 of the ICML
+    # paper (Sec. 5.1.1); realizations not given: Figure 5's 10
+    sweep = _grid(
+        options, "fig6-lr-sweep",
+        quick={"epochs": 2, "seeds": 1, "n_points": 100, "lrs": (0.01, 1.0)},
+        activations=("atan",), variants=SEB, inits=("random",),
+        lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), layers=3, width=2, batch_size=10, momentum=0.0,
+        epochs=10_000, seeds=10,
+    )  # fmt: skip
+    out6 = run_grid(sweep)
+    sweep_rows, _ = _spiral_rows(options, sweep, out6, lambda r: None)
+    rows += sweep_rows
+    by6 = _by(sweep_rows, "variant", "lr")
+    top = max(sweep.lrs)
+    rows.append(_claim(
+        "Fig. 6 (left): 'the Bregman variant yields better training accuracy with a higher "
+        f"learning rate': at lr {top:g} Bregman's training accuracy is above the other two's",
+        lambda: all(by6[("bregman", top)]["train %"] > by6[(v, top)]["train %"]
+                    for v in sweep.variants if v != "bregman"),
+    ))  # fmt: skip
+    if figures_or_note("reproduce figures"):
+        from bregnn.plotting import plot_lr_sweep
+
+        plot_lr_sweep(out6.rows, options.out / "lr-sweep.png", "train",
+                      f"preprint Fig. 6 (left): 3 x 2 atan, {sweep.epochs} epochs, batch 10")  # fmt: skip
     return rows
 
 
 @register(
     "preprint-table2",
     "Frecon et al., Bilevel Learning of Deep Representations (preprint): Table 2 (MNIST here "
-    "the 8k/2k subset, Fashion-MNIST, CIFAR-10) and Figures 5-6 (two spirals)",
+    "the 8k/2k subset, Fashion-MNIST, CIFAR-10); its Figures 5-6 are preprint-spirals",
     SEB,
     seeded=True,
 )
@@ -800,5 +808,14 @@ def preprint_table2(options: Options) -> list[dict[str, Any]]:
             lambda d=dataset, n=network: table[(d, n, "bregman")]["test %"]
             >= max(table[(d, n, v)]["test %"] for v in ("standard", "euclidean")) - 0.2,
         ))  # fmt: skip
-    rows += _preprint_spirals(options)
+    if figures_or_note("reproduce figures"):
+        from bregnn.plotting import plot_mean_curves
+
+        panels: dict[str, dict[str, list]] = {}
+        for row in rows:
+            if row["run"] != "claim":
+                panel = panels.setdefault(f"{row['dataset']}, {row['network']}", {})
+                panel[row["variant"]] = read_metrics(options.out / row["run"] / "metrics.csv")
+        plot_mean_curves(panels, options.out / "curves.png", "val_accuracy", "validation accuracy",
+                         "preprint Table 2: mean +- std over seeds")  # fmt: skip
     return rows
