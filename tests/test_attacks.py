@@ -15,6 +15,7 @@ from bregnn.attacks import (
     PGDL2,
     Square,
     fgsm,
+    input_gradient,
     logit_margin,
     pgd_l2,
     robust_accuracy,
@@ -89,6 +90,23 @@ def test_fgsm_linear_closed_form():
     w = model.weight.detach()
     expected = x + eps * torch.sign(w[1 - y] - w[y])  # two classes: y' = 1 - y
     torch.testing.assert_close(x_adv, expected)
+
+
+def test_input_gradient_linear_closed_form_and_batches():
+    """For logits W x + b the cross-entropy's input gradient is W^T (softmax - onehot(y)),
+    whatever the batching; the model's mode and parameter gradients are left alone."""
+    model, x, y = linear_problem(n=37, k=3)
+    model.train()
+    w, b = model.weight.detach(), model.bias.detach()
+    p = torch.softmax(x @ w.T + b, dim=1)
+    expected = (p - nn.functional.one_hot(y, 3).double()) @ w
+    for batch_size in (1, 8, 256):
+        torch.testing.assert_close(input_gradient(model, x, y, batch_size), expected)
+    assert model.training and model.weight.grad is None
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        input_gradient(model, x, y, 0)
+    with pytest.raises(ValueError, match="37 inputs but 36 labels"):
+        input_gradient(model, x, y[:-1])
 
 
 def test_pgd_linear_closed_form():

@@ -278,6 +278,27 @@ def test_resume_continues_exactly(tmp_path):
     assert len(_rows(tmp_path / "resumed" / "metrics.csv")) == 3
 
 
+def test_resume_of_a_finished_run_keeps_its_evaluation_unless_the_attacks_change(tmp_path, capsys):
+    run = _mlp_run(tmp_path / "run", "--epochs", "1", "--robust-subset", "8")
+    main(run)
+    summary = tmp_path / "run" / "summary.json"
+    first = summary.read_bytes()
+    capsys.readouterr()
+    main([*run, "--resume"])  # nothing to train, same attacks: the evaluation is kept
+    assert summary.read_bytes() == first
+    out = capsys.readouterr().out
+    assert "already evaluated, kept" in out and "| mlp |" in out
+    main([*run, "--square-queries", "4", "--resume"])  # another attack: evaluated again
+    again = json.loads(summary.read_text())
+    assert again["square_queries"] == 4 and "square_l2_accuracy" in again
+    assert again["evaluation_settings"]["square_queries"] == 4
+    assert {k: v for k, v in json.loads(first).items() if k.startswith("fgsm")} == {
+        k: v for k, v in again.items() if k.startswith("fgsm")
+    }  # the same model, so the same FGSM numbers
+    main([*run, "--epochs", "2", "--square-queries", "4", "--resume"])  # one more epoch
+    assert json.loads(summary.read_text())["epochs_run"] == 2
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     main(_mlp_run(tmp_path / "run", "--epochs", "1"))
     capsys.readouterr()

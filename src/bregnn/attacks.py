@@ -49,6 +49,7 @@ __all__ = [
     "Attack",
     "Square",
     "fgsm",
+    "input_gradient",
     "logit_margin",
     "pgd_l2",
     "robust_accuracy",
@@ -93,6 +94,29 @@ def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]
         loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, [x])
     return logits.detach(), grad
+
+
+def input_gradient(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> Tensor:
+    r""":math:`\nabla_x \ell(f(x_n), y_n)` per sample (cross-entropy ``\ell``, the model in eval
+    mode, batches of ``batch_size`` on the model's device), shaped like ``x``.
+
+    A gradient-masking diagnostic: a huge or a vanishing input gradient next to a small
+    robust accuracy gap between gradient and gradient-free attacks says which to trust.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+    device = next(model.parameters()).device
+    grads = []
+    with _EvalMode(model):
+        for start in range(0, len(x), batch_size):
+            xb, yb = (
+                x[start : start + batch_size].to(device),
+                y[start : start + batch_size].to(device),
+            )
+            grads.append(_input_grad(model, xb, yb)[1].to(x.device))
+    return torch.cat(grads) if grads else torch.zeros_like(x)
 
 
 def _per_sample_norm(t: Tensor) -> Tensor:

@@ -22,6 +22,9 @@ over resumed segments) and the share of exact zeros in the mixing matrices ``M``
 (``mixing_zero_share``, ``None`` without one), ``model.pt`` (the trained ``state_dict``, loadable with
 ``torch.load(weights_only=True)``), ``table.md`` (also printed) and the figures
 ``learning-curves.png`` and ``robustness.png`` (skipped with a note without matplotlib).
+A ``--resume`` of a finished run that trains no further epochs and asks for the same attacks
+(``evaluation_settings`` in ``summary.json``) keeps the evaluation and prints its table; one
+that changes the attacks evaluates the same model again.
 
 Activation: ``--activation`` defaults to the paper's choice for ResNets (ReLU for the
 standard variant, eq. 17; softplus for the Bregman one) and to softplus for MLPs / CNNs.
@@ -39,6 +42,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -492,10 +496,31 @@ def run(args: argparse.Namespace) -> int:
                       resume=resumed, train_transform=transform, eval_transform=ToUnit(),
                       ctx=ctx)  # fmt: skip
         if ctx.is_main:
-            _finish(model, history, train, val, test, args, recipe, device, ctx)
+            done = _evaluated(args, history) if resumed else None
+            if done is None:
+                _finish(model, history, train, val, test, args, recipe, device, ctx)
+            else:
+                print(f"\n{format_table(done)}\nsummary (already evaluated, kept): "
+                      f"{args.out / 'summary.json'}")  # fmt: skip
     finally:
         cleanup()
     return 0
+
+
+def _evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in ("robust_subset", "pgd_steps", "pgd_restarts",
+                                                  "square_queries")}  # fmt: skip
+
+
+def _evaluated(args: argparse.Namespace, history: History) -> dict[str, Any] | None:
+    """The ``summary.json`` of a finished run that this resume did not extend and whose
+    attacks it does not change (the final evaluation is then already there), else None."""
+    path = args.out / "summary.json"
+    if not path.exists() or not (args.out / "model.pt").exists():
+        return None
+    summary = json.loads(path.read_text())
+    same = summary.get("evaluation_settings") == _evaluation_settings(args)
+    return summary if same and summary.get("epochs_run") == len(history.rows) else None
 
 
 def _finish(
@@ -537,6 +562,7 @@ def _finish(
         "world_size": ctx.world_size,
         "amp": args.amp,
         "seed": args.seed,
+        "evaluation_settings": _evaluation_settings(args),
         **evaluation,
     }
     write_json(summary, args.out / "summary.json")

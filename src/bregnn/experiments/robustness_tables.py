@@ -67,6 +67,7 @@ __all__ = [
     "FASHION_FFNN",
     "MIXING_FFNN3",
     "ImageRun",
+    "input_gradient_stats",
     "run_image",
 ]
 
@@ -84,25 +85,58 @@ class ImageRun:
     quick: tuple[str, ...] = ()
 
 
-def run_image(options: Options, spec: ImageRun) -> tuple[dict[str, Any], list[str]]:
-    """Run ``spec`` through the ``image-classify`` command (resuming with
-    ``options.resume``); returns its ``summary.json`` and the command line."""
-    from bregnn.cli import command_parser
-    from bregnn.experiments import image_classify
-
-    out = options.out / spec.name
+def _argv(options: Options, spec: ImageRun) -> list[str]:
+    """The ``image-classify`` options of ``spec`` under ``options`` (without ``--resume``)."""
     argv = [*spec.argv, *(spec.quick if options.quick else ())]
     if options.epochs is not None:
         argv += ["--epochs", str(options.epochs)]
-    argv += ["--data-dir", str(options.data_dir), "--out", str(out)]
+    argv += ["--data-dir", str(options.data_dir), "--out", str(options.out / spec.name)]
     if not options.progress:
         argv.append("--no-progress")
+    return argv
+
+
+def _parse(argv: Sequence[str]):
+    from bregnn.cli import command_parser
+
+    return command_parser("image-classify", argv).parse_args(argv)
+
+
+def run_image(options: Options, spec: ImageRun) -> tuple[dict[str, Any], list[str]]:
+    """Run ``spec`` through the ``image-classify`` command (resuming with
+    ``options.resume``); returns its ``summary.json`` and the command line."""
+    from bregnn.experiments import image_classify
+
+    argv = _argv(options, spec)
     command = ["bregnn", "image-classify", *argv]
-    if options.resume:
-        argv.append("--resume")
-    image_classify.run(command_parser("image-classify", argv).parse_args(argv))
-    summary = json.loads((out / "summary.json").read_text())
+    image_classify.run(_parse([*argv, *(("--resume",) if options.resume else ())]))
+    summary = json.loads((options.out / spec.name / "summary.json").read_text())
     return summary, command
+
+
+def input_gradient_stats(options: Options, spec: ImageRun) -> dict[str, float]:
+    """From the trained ``model.pt`` of ``spec``, on its attacked test images: the mean l_2
+    norm of the loss's gradient with respect to the pixels (on the [0, 1] scale) and the
+    share (%) of the gradient's l_1 mass on black pixels (value 0)."""
+    import torch
+
+    from bregnn.attacks import input_gradient
+    from bregnn.data import to_unit
+    from bregnn.experiments import image_classify
+
+    args = _parse(_argv(options, spec))
+    model = image_classify.build_model(args)
+    state = torch.load(args.out / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    _, (images, labels) = image_classify.load_data(args)
+    n = len(images) if args.robust_subset is None else args.robust_subset
+    x, y = to_unit(images[:n]), labels[:n]
+    grad = input_gradient(model, x, y).flatten(1).abs()
+    black = x.flatten(1) == 0
+    return {
+        "grad l2": grad.norm(dim=1).mean().item(),
+        "grad on black %": (100 * (grad * black).sum() / grad.sum().clamp_min(1e-30)).item(),
+    }
 
 
 def _chosen(options: Options, runs: Sequence[ImageRun]) -> list[ImageRun]:
@@ -249,7 +283,8 @@ def robustness_fashion_mnist(options: Options) -> list[dict[str, Any]]:
 def _attacked_rows(options: Options, runs: Sequence[ImageRun]) -> list[dict[str, Any]]:
     """Run the chosen ``runs`` (``commands.txt`` gets their command lines); a row each:
     clean accuracy (beside the paper's, when it has one), the attacks' accuracies, the logit
-    margin, the share of exact zeros in ``M`` (when the network has one), training seconds."""
+    margin, the input gradient (:func:`input_gradient_stats`), the share of exact zeros in
+    ``M`` (when the network has one), training seconds."""
     rows, commands = [], []
     for spec in _chosen(options, runs):
         summary, command = run_image(options, spec)
@@ -259,6 +294,7 @@ def _attacked_rows(options: Options, runs: Sequence[ImageRun]) -> list[dict[str,
             row["paper clean %"] = spec.paper["clean %"]
         row.update({column: _pct(summary.get(key)) for column, key in _ATTACK_COLUMNS.items()})
         row["margin"] = summary["mean_logit_margin"]
+        row.update(input_gradient_stats(options, spec))
         if summary.get("mixing_zero_share") is not None:
             row["zeros in M %"] = _pct(summary["mixing_zero_share"])
         row["train s"] = summary["train_seconds"]
