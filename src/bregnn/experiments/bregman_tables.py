@@ -383,7 +383,7 @@ def _depth_curves_figure(options: Options, study: DepthStudy) -> None:
                 rows = read_metrics(run_dir(study, act, variant, depth, width) / "metrics.csv")
                 panels.setdefault(f"{act}, width {width}", {})[f"{variant}, {depth} layers"] = rows
     plot_mean_curves(panels, options.out / "curves.png", "val_accuracy", "validation accuracy",
-                     f"{study.dataset} ({MNIST_NOTE.split(':')[0]})")  # fmt: skip
+                     f"{study.dataset} (8k/2k subset), mean +- std over {study.seeds} seeds")  # fmt: skip
 
 
 # Appendix E.1, read line by line in bregnn.experiments.depth_study (Protocol): random affine
