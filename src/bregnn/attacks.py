@@ -1,5 +1,6 @@
 r"""Adversarial robustness: FGSM (:math:`\ell_\infty`), PGD (:math:`\ell_2`, with random
-restarts), the gradient-free Square Attack (:math:`\ell_\infty` and :math:`\ell_2`), logit margin.
+restarts), the gradient-free Square Attack (:math:`\ell_\infty` and :math:`\ell_2`), logit margin,
+and the input gradient :func:`input_gradient` (a gradient-masking diagnostic).
 
 All attacks work in *pixel space* :math:`[0, 1]`: the model must take pixel-space inputs and
 apply its own input scaling (e.g. ``nn.Sequential(InputScaling.for_activation(act), net)``,
