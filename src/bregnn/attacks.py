@@ -104,20 +104,23 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256
     A gradient-masking diagnostic: a huge or a vanishing input gradient next to a small
     robust accuracy gap between gradient and gradient-free attacks says which to trust.
     """
+    batches = _batches(model, x, y, batch_size)
+    with _EvalMode(model):
+        grads = [_input_grad(model, xb, yb)[1].to(x.device) for xb, yb in batches]
+    return torch.cat(grads) if grads else torch.zeros_like(x)
+
+
+def _batches(model: nn.Module, x: Tensor, y: Tensor, batch_size: int):
+    """``(x, y)`` in batches of ``batch_size``, moved to the model's device (checked first)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     if len(x) != len(y):
         raise ValueError(f"{len(x)} inputs but {len(y)} labels")
     device = next(model.parameters()).device
-    grads = []
-    with _EvalMode(model):
-        for start in range(0, len(x), batch_size):
-            xb, yb = (
-                x[start : start + batch_size].to(device),
-                y[start : start + batch_size].to(device),
-            )
-            grads.append(_input_grad(model, xb, yb)[1].to(x.device))
-    return torch.cat(grads) if grads else torch.zeros_like(x)
+    return (
+        (x[start : start + batch_size].to(device), y[start : start + batch_size].to(device))
+        for start in range(0, len(x), batch_size)
+    )
 
 
 def _per_sample_norm(t: Tensor) -> Tensor:
@@ -552,16 +555,10 @@ def robust_accuracy(
     result at most the clean accuracy (the usual convention; FGSM can, rarely, turn a wrong
     prediction right). ``eps = 0`` gives the clean accuracy.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
-    device = next(model.parameters()).device
+    batches = _batches(model, x, y, batch_size)
     correct = 0
     with _EvalMode(model):
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].to(device)
-            yb = y[start : start + batch_size].to(device)
+        for xb, yb in batches:
             x_adv = attack(model, xb, yb, generator)
             with torch.no_grad():
                 ok = (model(xb).argmax(1) == yb) & (model(x_adv).argmax(1) == yb)

@@ -92,13 +92,9 @@ __all__ = [
 NAME = "image-classify"
 HELP = "Train a (Bregman) ResNet / MLP / CNN on MNIST, Fashion-MNIST or CIFAR; report robustness"
 
-RESUMABLE = MUTABLE_KEYS | {
-    "robust_subset",
-    "pgd_steps",
-    "pgd_restarts",
-    "square_queries",
-    "distributed",
-}
+#: The options of the final evaluation (its attacks), recorded in ``summary.json``.
+EVALUATION_KEYS = ("robust_subset", "pgd_steps", "pgd_restarts", "square_queries")
+RESUMABLE = MUTABLE_KEYS | {*EVALUATION_KEYS, "distributed"}
 """Settings a ``--resume`` may change: those of :mod:`bregnn.runs`, the final evaluation's
 and multi-process training (which follows single-process training step for step)."""
 
@@ -508,8 +504,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: getattr(args, key) for key in ("robust_subset", "pgd_steps", "pgd_restarts",
-                                                  "square_queries")}  # fmt: skip
+    return {key: getattr(args, key) for key in EVALUATION_KEYS}
 
 
 def _evaluated(args: argparse.Namespace, history: History) -> dict[str, Any] | None:
