@@ -56,6 +56,47 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
     assert len(lines) == 7  # header + 6 epochs, none duplicated
 
 
+def test_sparse_checkpoints_resume_exactly_after_a_crash(tmp_path, monkeypatch) -> None:
+    """With ``checkpoint_every=3`` the checkpoint is written after epochs 3, 6 and the last
+    (7); a crash in epoch 6 resumes from epoch 3, repeats 4-5 bit for bit, and leaves
+    ``metrics.csv`` with each epoch once."""
+    import bregnn.runs
+
+    train, val, _ = _problem()
+    cfg = TrainConfig(lr=0.3, epochs=7, batch_size=16, momentum=0.9, milestones=(4,),
+                      progress=False, checkpoint_every=3)  # fmt: skip
+    saved_at = []
+    save = bregnn.runs.save_checkpoint
+    monkeypatch.setattr(bregnn.runs, "save_checkpoint",
+                        lambda obj, path, kind: (saved_at.append(obj["epoch"]), save(obj, path, kind=kind)))  # fmt: skip
+    straight = _model()
+    fit(straight, train, cfg, val=val, run_dir=tmp_path / "a")
+    assert saved_at == [3, 6, 7]
+    calls = {"n": 0}
+
+    def crash_in_epoch_6(x, generator):
+        calls["n"] += 1
+        if calls["n"] > 5 * len(range(0, len(train[0]), 16)):
+            raise KeyboardInterrupt
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), train, cfg, val=val, run_dir=tmp_path / "b", train_transform=crash_in_epoch_6)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 3
+    assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 1 + 5
+    resumed = _model(seed=123)
+    hist = fit(resumed, train, TrainConfig(**{**cfg.__dict__, "checkpoint_every": 1}), val=val,
+               run_dir=tmp_path / "b", resume=True)  # fmt: skip
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    assert [r["epoch"] for r in hist.rows] == list(range(1, 8))
+    a = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
+    b = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert len(b) == 8
+    strip_time = [line.rsplit(",", 1)[0] for line in a], [line.rsplit(",", 1)[0] for line in b]
+    assert strip_time[0] == strip_time[1]  # every epoch's losses and accuracies, once
+
+
 def test_early_stopping_restores_the_best_weights(tmp_path) -> None:
     train, val, _ = _problem()
     cfg = TrainConfig(lr=0.05, epochs=50, batch_size=64, patience=2, progress=False)
@@ -132,6 +173,7 @@ def test_progress_lines_when_not_on_a_terminal(capsys) -> None:
         ("momentum", 1.0, "momentum"),
         ("patience", 0, "patience"),
         ("weight_decay", -1.0, "weight_decay"),
+        ("checkpoint_every", 0, "checkpoint_every must be positive"),
     ],
 )
 def test_config_validation(field: str, value, message: str) -> None:

@@ -14,7 +14,7 @@ import bregnn.runs
 from bregnn.cli import main
 from bregnn.data import split, target_interval, two_spirals
 from bregnn.experiments import two_spiral as ts
-from bregnn.train import evaluate
+from bregnn.train import evaluate, load_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -240,6 +240,21 @@ def test_load_model_returns_the_trained_weights(tmp_path):
     )
 
 
+def test_checkpoint_interval_and_a_resume_that_changes_it(tmp_path):
+    assert [ts.checkpoint_interval(ts.SpiralGrid(epochs=e)) for e in (50, 300, 10_000)] == [
+        1,
+        3,
+        100,
+    ]
+    assert ts.checkpoint_interval(ts.SpiralGrid(epochs=10_000, checkpoint_every=7)) == 7
+    grid = tiny_grid(tmp_path, seeds=1, epochs=4, checkpoint_every=3)
+    ts.run_grid(grid, echo=False)
+    ckpt = load_checkpoint(next((tmp_path / "grid").glob("*/seed0/checkpoint.pt")))
+    assert ckpt["epoch"] == 4 and ckpt["config"]["checkpoint_every"] == 3
+    # how often a run checkpoints is not what it computes: a resume may change it
+    ts.run_grid(tiny_grid(tmp_path, seeds=1, epochs=6, checkpoint_every=1, resume=True), echo=False)
+
+
 # -- errors ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("overrides", "message"),
@@ -258,6 +273,7 @@ def test_load_model_returns_the_trained_weights(tmp_path):
         ({"patience": 0}, "patience must be a positive integer or None"),
         ({"turns": 0.0}, "need turns > 0"),
         ({"lrs": ()}, "give at least one lr"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be a positive integer or None"),
     ],
 )
 def test_bad_settings_raise_clear_errors(tmp_path, overrides, message):
@@ -272,6 +288,7 @@ def test_bad_settings_raise_clear_errors(tmp_path, overrides, message):
         (["--variant", "plain"], "unknown variant 'plain'"),
         (["--lr", "-0.1"], "lr must be positive"),
         (["--epochs", "0"], "epochs must be a positive integer"),
+        (["--checkpoint-every", "0"], "--checkpoint-every: must be a positive integer; got 0"),
     ],
 )
 def test_cli_bad_arguments_exit_with_message(tmp_path, capsys, argv, message):

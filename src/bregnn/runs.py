@@ -24,7 +24,8 @@ does not.
 **Mutable keys.** :data:`MUTABLE_KEYS` are the settings a resumed run may change:
 
 - ``epochs``: extend a finished run (or shorten an unfinished one);
-- ``threads``, ``device``: where and how fast it runs, not what it computes;
+- ``threads``, ``device``, ``checkpoint_every``: where and how fast it runs, not what
+  it computes;
 - ``progress`` / ``no_progress``, ``figures`` / ``no_figures``: what is shown and drawn;
 - ``resume``, ``overwrite``, ``out``, ``data_dir``: how the run is found, not what it is.
 
@@ -90,6 +91,7 @@ MUTABLE_KEYS: frozenset[str] = frozenset(
         "overwrite",
         "out",
         "data_dir",
+        "checkpoint_every",
     }
 )
 """Settings that may differ between a run and its ``--resume`` (see the module docstring)."""

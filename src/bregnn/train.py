@@ -5,7 +5,8 @@ weights projected after every optimizer step (every submodule with a ``project_(
 e.g. :class:`~bregnn.nn.BregmanLinear` with ``mixing="projected"``), early stopping
 on validation accuracy (the best weights are restored), a per-batch ``transform`` (e.g. the
 batched augmentation of :mod:`bregnn.data`), per-epoch metrics in ``metrics.csv``, an atomic
-checkpoint every epoch (``checkpoint.pt``, loadable with ``torch.load(weights_only=True)``)
+checkpoint every epoch or every ``checkpoint_every`` epochs (``checkpoint.pt``, loadable
+with ``torch.load(weights_only=True)``)
 and ``resume`` that continues bit-for-bit where an interrupted run stopped.
 
 Data-parallel training (``ctx``, a :class:`bregnn.distributed.DistContext` with several
@@ -63,7 +64,8 @@ CHECKPOINT_KIND = "train"
 
 RESUMABLE = runs.MUTABLE_KEYS | {"desc"}
 """:class:`TrainConfig` fields a resumed :func:`fit` may change (``epochs``, ``progress``,
-``desc``); any other difference from the checkpoint's settings is a ``RunError``."""
+``desc``, ``checkpoint_every``); any other difference from the checkpoint's settings is a
+``RunError``."""
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -72,7 +74,11 @@ Transform = Callable[[Tensor, torch.Generator], Tensor]
 class TrainConfig:
     """Settings of :func:`fit`. ``patience`` (epochs without a better validation accuracy)
     enables early stopping; ``milestones``/``gamma`` multiply the learning rate at those
-    epochs; ``clip`` bounds the gradient norm (``None``: off)."""
+    epochs; ``clip`` bounds the gradient norm (``None``: off). With a ``run_dir``, the
+    checkpoint is written every ``checkpoint_every`` epochs and after the last one; it holds
+    every epoch's metrics, so on runs of thousands of short epochs writing it each epoch
+    costs as much as the training (a resume repeats at most ``checkpoint_every - 1``
+    epochs, bit for bit)."""
 
     lr: float = 0.1
     epochs: int = 100
@@ -87,9 +93,10 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     desc: str = "train"
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("lr", "batch_size", "epochs"):
+        for name in ("lr", "batch_size", "epochs", "checkpoint_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
@@ -234,7 +241,8 @@ def fit(
     Each epoch shuffles with a generator seeded from ``config.seed`` (so a resumed run draws
     the same batches), logs ``epoch, lr, train_loss, train_accuracy, val_*, test_*, time``
     (seconds), and with ``run_dir`` appends the row to ``metrics.csv`` and checkpoints
-    atomically. Early stopping watches validation accuracy (training accuracy when no
+    atomically (every ``config.checkpoint_every`` epochs and after the last; a resume
+    restarts from the checkpoint and rewrites ``metrics.csv`` to its epochs). Early stopping watches validation accuracy (training accuracy when no
     validation set is given). ``loss_fn`` must average over the batch. After every
     optimizer step, ``project_()`` of every submodule that has one is called (the
     ``projected`` mixing matrices of :class:`~bregnn.nn.BregmanLinear`; see
@@ -383,7 +391,10 @@ def fit(
         if logger is not None:
             logger.log(row)
         epochs.set_postfix_str(_epoch_text(row))
-        if ckpt_path is not None and ctx.is_main:
+        last = epoch == config.epochs or (
+            config.patience is not None and bad_epochs >= config.patience
+        )
+        if ckpt_path is not None and ctx.is_main and (last or epoch % config.checkpoint_every == 0):
             runs.save_checkpoint(
                 {
                     "model": model.state_dict(),
