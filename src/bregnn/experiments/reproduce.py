@@ -6,6 +6,11 @@ numbers, writes ``OUT/summary.json`` (per run: the final metrics and the paper's
 and its figures, and resumes with ``--resume``. ``--quick`` runs a tiny version (the test
 suite runs every one); ``--list`` names every entry with its paper reference.
 
+A resume may change ``--methods`` and ``--seeds``: both select which runs the entry holds
+(each run keeps its own directory and settings, checked when it resumes), so a resume with
+more seeds adds runs beside the finished ones, and one with fewer reports over the first
+seeds only; every summary row names its seed count.
+
 An entry is a :class:`Reproduction`: ``run(options) -> list[dict]`` returns one summary row
 per run. Entries register themselves with :func:`register` in their own modules.
 """
@@ -155,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         config,
         resume=args.resume,
         overwrite=args.overwrite,
-        mutable=MUTABLE_KEYS | {"methods"},
+        mutable=MUTABLE_KEYS | {"methods", "seeds"},
     )
     options = Options(
         out=out,
