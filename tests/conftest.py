@@ -37,3 +37,13 @@ def write_idx_data(
 def idx_data():
     """:func:`write_idx_data`: ``(root, folders, n_train, n_test, seed) -> root``."""
     return write_idx_data
+
+
+@pytest.fixture(autouse=True)
+def _release_run_directories():
+    """Every test's run directories are unlocked when it ends (a command holds them for its
+    process's life; the test process prepares thousands)."""
+    yield
+    from bregnn.runs import release_runs
+
+    release_runs()

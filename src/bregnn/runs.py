@@ -15,7 +15,17 @@ holds a run, ``--resume``      saved and requested settings compared (all keys e
                                listing every differing key, else the run continues
 without a run, ``--resume``    a fresh run (there is nothing to resume)
 under a file, not writable     :class:`RunError` naming the path and the OS's reason
+in use by another process      :class:`RunError` naming that process; nothing touched
 =============================  =====================================================
+
+**One process per run directory.** :func:`prepare_run` takes an exclusive lock on
+``out/.bregnn.lock`` (``flock``) and holds it until the process ends, however it ends (the
+OS releases it, so a killed run leaves no stale lock): a second command started on the same
+``--out`` (say, a ``--resume`` while the first still trains) is refused instead of writing
+into the same checkpoints. The file itself stays; only a live process's lock counts. A
+process may prepare the same directory again (a grid inside a reproduction) and may
+release its locks with :func:`release_runs`. Where ``fcntl`` is missing (Windows) there
+is no lock.
 
 A directory *holds a run* when it contains ``config.json``, ``metrics.csv`` or a
 ``checkpoint*.pt`` file; ``--overwrite`` never deletes anything from a directory that
@@ -71,11 +81,13 @@ __all__ = [
     "load_checkpoint",
     "prepare_run",
     "prepare_run_ranks",
+    "release_runs",
     "save_checkpoint",
     "write_json",
 ]
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".bregnn.lock"
 FILE_MODE = 0o644
 
 MUTABLE_KEYS: frozenset[str] = frozenset(
@@ -336,8 +348,10 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _clear(out: Path) -> None:
-    """Delete everything inside ``out`` (a directory that :func:`holds_run`)."""
+    """Delete everything inside ``out`` (a directory that :func:`holds_run`) but its lock."""
     for entry in out.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -381,6 +395,33 @@ def prepare_run(
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a directory; choose another --out")
     requested = jsonable(dict(config))
+    existed = out.is_dir()
+    if main and existed:
+        _lock(out)
+    resumed = _check(out, requested, resume, overwrite, mutable)
+    if not main:
+        return resumed
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not existed:  # another process may have started a run here since the check
+            _lock(out)
+            resumed = _check(out, requested, resume, overwrite, mutable)
+        if overwrite and holds_run(out):
+            _clear(out)
+        _remove_temporaries(out)
+        write_json(requested, out / CONFIG_FILE)
+    except OSError as err:
+        raise RunError(
+            f"cannot write the run directory {out}: {_os_reason(err, out)}; choose another --out"
+        ) from None
+    return resumed
+
+
+def _check(
+    out: Path, requested: dict[str, Any], resume: bool, overwrite: bool, mutable: Collection[str]
+) -> bool:
+    """:func:`prepare_run`'s decision for ``out`` as it is now: whether a run resumes, or
+    the :class:`RunError` that refuses it."""
     resumed = False
     if holds_run(out):
         if overwrite:
@@ -404,19 +445,48 @@ def prepare_run(
                     "(start a new run with another --out, or --overwrite)"
                 )
             resumed = True
-    if not main:
-        return resumed
+    return resumed
+
+
+_held_locks: dict[Path, int] = {}
+
+
+def _lock(out: Path) -> None:
+    """Hold the exclusive lock of ``out`` (see the module docstring) for this process."""
+    key = out.resolve()
+    if key in _held_locks:
+        return
     try:
-        if overwrite and holds_run(out):
-            _clear(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _remove_temporaries(out)
-        write_json(requested, out / CONFIG_FILE)
+        import fcntl
+    except ImportError:  # no flock on this platform: the directory is not guarded
+        return
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as err:
         raise RunError(
             f"cannot write the run directory {out}: {_os_reason(err, out)}; choose another --out"
         ) from None
-    return resumed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunError(
+            f"run directory {out} is in use by {owner}: wait for it to end or stop it, "
+            "or choose another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"process {os.getpid()}\n".encode(), 0)
+    _held_locks[key] = fd
+
+
+def release_runs() -> None:
+    """Release every run-directory lock this process holds (they are otherwise held until
+    it ends): for long-lived processes, such as notebooks and test suites, that prepare
+    many runs."""
+    while _held_locks:
+        os.close(_held_locks.popitem()[1])
 
 
 def prepare_run_ranks(

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import pytest
 import torch
 
 from bregnn.runs import (
+    LOCK_FILE,
     MUTABLE_KEYS,
     CSVLogger,
     RunError,
@@ -24,6 +29,7 @@ from bregnn.runs import (
     jsonable,
     load_checkpoint,
     prepare_run,
+    release_runs,
     save_checkpoint,
     write_json,
 )
@@ -65,7 +71,7 @@ def test_overwrite_deletes_the_previous_run(tmp_path):
     (tmp_path / "sub" / "seed0").mkdir(parents=True)
     (tmp_path / "sub" / "seed0" / "checkpoint.pt").write_text("x")
     assert prepare_run(tmp_path, {**CONFIG, "lr": 0.5}, resume=False, overwrite=True) is False
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "config.json"]
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.5
 
 
@@ -146,6 +152,57 @@ def test_leftover_temporary_files_are_removed(tmp_path):
     prepare_run(tmp_path, CONFIG, resume=True)
     assert not any(p.exists() for p in leftovers)
     assert (tmp_path / "keep.tmp").exists()
+
+
+# -- one process per run directory ------------------------------------------------------------
+def _prepare_elsewhere(out: Path, *, hold: bool = False) -> subprocess.Popen:
+    """Another process that prepares ``out`` for a resume (and with ``hold`` keeps it,
+    printing ``ready`` once it holds it)."""
+    code = (
+        "import sys, time\n"
+        "from bregnn.runs import prepare_run, RunError\n"
+        "try:\n"
+        f"    prepare_run({str(out)!r}, {CONFIG!r}, resume=True)\n"
+        "except RunError as err:\n"
+        "    sys.exit(str(err))\n"
+        f"if {hold}:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
+def test_a_second_process_cannot_use_a_run_directory_in_use(tmp_path):
+    prepare_run(tmp_path, CONFIG, resume=False)
+    prepare_run(tmp_path, CONFIG, resume=True)  # the same process may prepare it again
+    config_before = (tmp_path / "config.json").read_text()
+    other = _prepare_elsewhere(tmp_path)
+    _, err = other.communicate(timeout=60)
+    assert other.returncode == 1
+    assert err.strip() == (
+        f"run directory {tmp_path} is in use by process {os.getpid()}: wait for it to end or "
+        "stop it, or choose another --out"
+    )
+    assert (tmp_path / "config.json").read_text() == config_before
+    release_runs()
+    other = _prepare_elsewhere(tmp_path)
+    assert other.communicate(timeout=60)[1] == "" and other.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    prepare_run(tmp_path, CONFIG, resume=False)
+    release_runs()
+    holder = _prepare_elsewhere(tmp_path, hold=True)
+    assert holder.stdout.readline().strip() == "ready"
+    with pytest.raises(RunError, match=f"in use by process {holder.pid}: wait"):
+        prepare_run(tmp_path, CONFIG, resume=True)
+    holder.send_signal(signal.SIGKILL)
+    holder.communicate(timeout=60)
+    assert prepare_run(tmp_path, CONFIG, resume=True) is True
+    assert (tmp_path / LOCK_FILE).read_text().strip() == f"process {os.getpid()}"
 
 
 # -- JSON ------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from bregnn.data import dataset_spec
 from bregnn.data.cifar import CIFAR_FILES
 from bregnn.experiments.reproduce import Options, register
 from bregnn.plotting import figures_or_note
-from bregnn.runs import CONFIG_FILE, atomic_write_text
+from bregnn.runs import CONFIG_FILE, LOCK_FILE, atomic_write_text
 
 __all__ = [
     "CIFAR10_TABLE3",
@@ -487,7 +487,7 @@ def _require_cifar(options: Options, dataset: str) -> None:
     if not missing:
         return
     out = Path(options.out)
-    if not options.resume and [p.name for p in out.iterdir()] == [CONFIG_FILE]:
+    if not options.resume and {p.name for p in out.iterdir()} - {LOCK_FILE} == {CONFIG_FILE}:
         (out / CONFIG_FILE).unlink()  # nothing ran: leave --out free for the next attempt
     names = [n for split in ("train", "test") for n in CIFAR_FILES[dataset][split]]
     archive = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
