@@ -17,7 +17,8 @@ activation's range, so the Bregman layers see inputs inside the domain of ``rho_
 A grid runs every (activation, variant, init, lr, seed); the seed drives the weight
 initialisation and the batch order (the data set is the same for every run). Each run
 lives in ``out/<activation>-<variant>-<init>-lr<lr>/seed<k>/`` with ``metrics.csv``,
-``checkpoint.pt`` (every :func:`checkpoint_interval` epochs), and once finished ``model.pt`` and ``result.json``.
+``checkpoint.pt`` (every :func:`checkpoint_interval` epochs), and once finished
+``model.pt`` and ``result.json``.
 The grid writes ``config.json`` first (:func:`bregnn.runs.prepare_run`: a second grid in
 the same ``out`` is refused unless it resumes or overwrites the first), then
 ``table.md`` / ``table.csv`` / ``results.json`` (mean +- std over seeds, population std)
