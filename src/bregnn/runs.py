@@ -396,12 +396,12 @@ def prepare_run(
         raise RunError(f"--out {out} is a file, not a directory; choose another --out")
     requested = jsonable(dict(config))
     existed = out.is_dir()
-    if main and existed:
-        _lock(out)
-    resumed = _check(out, requested, resume, overwrite, mutable)
-    if not main:
-        return resumed
     try:
+        if main and existed:
+            _lock(out)
+        resumed = _check(out, requested, resume, overwrite, mutable)
+        if not main:
+            return resumed
         out.mkdir(parents=True, exist_ok=True)
         if not existed:  # another process may have started a run here since the check
             _lock(out)
@@ -452,7 +452,8 @@ _held_locks: dict[Path, int] = {}
 
 
 def _lock(out: Path) -> None:
-    """Hold the exclusive lock of ``out`` (see the module docstring) for this process."""
+    """Hold the exclusive lock of ``out`` (see the module docstring) for this process
+    (``OSError`` when the lock file cannot be opened: :func:`prepare_run` reports it)."""
     key = out.resolve()
     if key in _held_locks:
         return
@@ -460,13 +461,7 @@ def _lock(out: Path) -> None:
         import fcntl
     except ImportError:  # no flock on this platform: the directory is not guarded
         return
-    path = out / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    except OSError as err:
-        raise RunError(
-            f"cannot write the run directory {out}: {_os_reason(err, out)}; choose another --out"
-        ) from None
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

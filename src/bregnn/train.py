@@ -242,8 +242,9 @@ def fit(
     the same batches), logs ``epoch, lr, train_loss, train_accuracy, val_*, test_*, time``
     (seconds), and with ``run_dir`` appends the row to ``metrics.csv`` and checkpoints
     atomically (every ``config.checkpoint_every`` epochs and after the last; a resume
-    restarts from the checkpoint and rewrites ``metrics.csv`` to its epochs). Early stopping watches validation accuracy (training accuracy when no
-    validation set is given). ``loss_fn`` must average over the batch. After every
+    restarts from the checkpoint and rewrites ``metrics.csv`` to its epochs). Early
+    stopping watches validation accuracy (training accuracy when no validation set is
+    given). ``loss_fn`` must average over the batch. After every
     optimizer step, ``project_()`` of every submodule that has one is called (the
     ``projected`` mixing matrices of :class:`~bregnn.nn.BregmanLinear`; see
     :func:`bregnn.nn.project_constraints_`).
@@ -332,8 +333,12 @@ def fit(
         initial=start_epoch - 1,
     )
     n = len(x_train)
+
+    def patience_spent() -> bool:
+        return config.patience is not None and bad_epochs >= config.patience
+
     for epoch in epochs:
-        if config.patience is not None and bad_epochs >= config.patience:
+        if patience_spent():
             stopped_early = True
             break
         tic = time.perf_counter()
@@ -391,9 +396,7 @@ def fit(
         if logger is not None:
             logger.log(row)
         epochs.set_postfix_str(_epoch_text(row))
-        last = epoch == config.epochs or (
-            config.patience is not None and bad_epochs >= config.patience
-        )
+        last = epoch == config.epochs or patience_spent()
         if ckpt_path is not None and ctx.is_main and (last or epoch % config.checkpoint_every == 0):
             runs.save_checkpoint(
                 {
